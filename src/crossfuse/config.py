@@ -1,0 +1,66 @@
+"""Run configuration: one validated object from a YAML file (``yaml.safe_load``) and command-line options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from crossfuse.errors import ConfigError
+
+
+class RunConfig(BaseModel):
+    """Everything that determines a run; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = "av-digits"
+    task: str | None = None
+    source: list[str] | None = None
+    target: list[str] | None = None
+    fusion: str = "late"
+    transfer: str = "source-only"
+    seed: int = 0
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(8, ge=1)
+    hidden_dim: int = Field(64, ge=2)
+    selection: str = "source-val"
+    fusion_options: dict[str, Any] = Field(default_factory=dict)
+    transfer_options: dict[str, Any] = Field(default_factory=dict)
+    target_shots: int = Field(0, ge=0)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key {where!r} (known: {', '.join(RunConfig.model_fields)})"
+    return f"{source}: field {where!r}: {first['msg']} (got {first.get('input')!r})"
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
+    """Merge a YAML config file (if any) with explicit overrides and validate the result."""
+    values: dict[str, Any] = {}
+    source = "options"
+    if path is not None:
+        file = Path(path)
+        source = str(file)
+        if not file.is_file():
+            raise ConfigError(f"{file}: config file not found")
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{file}: not valid YAML ({str(error).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: expected a mapping of settings, found {type(loaded).__name__}")
+        values.update(loaded or {})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig(**values)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None

@@ -1,0 +1,147 @@
+"""The in-memory form every dataset takes: one array per modality, labels, domains, an optional split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crossfuse.errors import DataError
+
+SPLIT_VALUES = ("train", "test", "all")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named pair of domain lists: labelled source domains and unlabelled target domains."""
+
+    source: tuple[str, ...]
+    target: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass
+class MultimodalDataset:
+    """Samples with several modalities, a class label and a domain name each.
+
+    Attributes
+    ----------
+    modalities
+        ``name -> array`` of shape ``(N, *shape_m)``, float32. ``(N, D)`` is a vector, ``(N, T, F)`` a
+        sequence of ``T`` frames, ``(N, C, H, W)`` an image.
+    labels
+        ``(N,)`` int64 class indices in ``[0, n_classes)``.
+    domains
+        ``(N,)`` domain names (strings).
+    split
+        ``(N,)`` of ``'train'``, ``'test'`` or ``'all'``, or ``None`` for a seeded split.
+    tasks
+        Named source/target tasks; ``'default'`` is used when no task or domains are given.
+    """
+
+    name: str
+    modalities: dict[str, np.ndarray]
+    labels: np.ndarray
+    domains: np.ndarray
+    split: np.ndarray | None = None
+    tasks: dict[str, Task] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.labels.max()) + 1
+
+    @property
+    def domain_names(self) -> list[str]:
+        return sorted(set(self.domains.tolist()))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def resolve_task(
+        self, task: str | None, source: Sequence[str] | None, target: Sequence[str] | None
+    ) -> Task:
+        """The task to run: explicit ``source``/``target`` domains override the named ``task``."""
+        if task is not None and task not in self.tasks:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise DataError(f"task {task!r}: not a task of dataset {self.name!r} (known: {known})")
+        base = self.tasks.get(task or "default")
+        chosen_source = tuple(source) if source else (base.source if base else ())
+        chosen_target = tuple(target) if target else (base.target if base else ())
+        if not chosen_source or not chosen_target:
+            raise DataError(
+                f"dataset {self.name!r} has no default task: give --source and --target "
+                f"(domains: {', '.join(self.domain_names)})"
+            )
+        known = set(self.domain_names)
+        for role, names in (("source", chosen_source), ("target", chosen_target)):
+            for name in names:
+                if name not in known:
+                    raise DataError(
+                        f"{role} domain {name!r}: not in dataset {self.name!r} "
+                        f"(domains: {', '.join(self.domain_names)})"
+                    )
+        overlap = set(chosen_source) & set(chosen_target)
+        if overlap:
+            raise DataError(f"domains {sorted(overlap)} are both source and target")
+        return Task(chosen_source, chosen_target)
+
+
+@dataclass(frozen=True)
+class TaskSplit:
+    """Row indices of one run: labelled source train/val, unlabelled target train, target test.
+
+    ``sample_domain`` follows skada: a positive integer per source domain, negative per target domain.
+    """
+
+    source_train: np.ndarray
+    source_val: np.ndarray
+    target_train: np.ndarray
+    target_test: np.ndarray
+    sample_domain: np.ndarray
+
+
+def split_task(
+    dataset: MultimodalDataset,
+    task: Task,
+    seed: int,
+    val_fraction: float = 0.2,
+    target_test_fraction: float = 0.5,
+) -> TaskSplit:
+    """Split the rows of ``task`` into the four sets a run uses.
+
+    With ``dataset.split``: source rows marked ``train``/``all`` are labelled (a seeded ``val_fraction``
+    of them held out for label-free model selection), target rows marked ``train``/``all`` are the
+    unlabelled training stream and target rows marked ``test``/``all`` are evaluated (``all`` is the
+    transductive protocol). Without it, a seeded split: ``target_test_fraction`` of target rows are
+    held out for evaluation.
+    """
+    rng = np.random.default_rng(seed)
+    sample_domain = np.zeros(len(dataset), dtype=np.int64)
+    for i, name in enumerate(task.source):
+        sample_domain[dataset.domains == name] = i + 1
+    for i, name in enumerate(task.target):
+        sample_domain[dataset.domains == name] = -(i + 1)
+    source_rows = np.flatnonzero(sample_domain > 0)
+    target_rows = np.flatnonzero(sample_domain < 0)
+    if dataset.split is not None:
+        split = dataset.split
+        labelled = source_rows[np.isin(split[source_rows], ("train", "all"))]
+        target_train = target_rows[np.isin(split[target_rows], ("train", "all"))]
+        target_test = target_rows[np.isin(split[target_rows], ("test", "all"))]
+    else:
+        labelled = source_rows
+        shuffled = rng.permutation(target_rows)
+        n_test = max(1, int(round(target_test_fraction * len(shuffled))))
+        target_test, target_train = np.sort(shuffled[:n_test]), np.sort(shuffled[n_test:])
+    shuffled = rng.permutation(labelled)
+    n_val = max(1, int(round(val_fraction * len(shuffled))))
+    source_val, source_train = np.sort(shuffled[:n_val]), np.sort(shuffled[n_val:])
+    for label, rows in (
+        ("source training", source_train),
+        ("target training", target_train),
+        ("target test", target_test),
+    ):
+        if len(rows) == 0:
+            raise DataError(f"the {label} set of this task is empty: check the domains and split.npy")
+    return TaskSplit(source_train, source_val, target_train, target_test, sample_domain)

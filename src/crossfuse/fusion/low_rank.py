@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from crossfuse.errors import ConfigError
+from crossfuse.fusion._common import ordered_features, sorted_dims
+from crossfuse.fusion.tensor import TensorFusion
+
+
+class LowRankFusion(nn.Module):
+    """Low-rank Multimodal Fusion (Liu et al., "Efficient Low-rank Multimodal Fusion with
+    Modality-Specific Factors", ACL 2018).
+
+    The TFN weight ``W`` (shape ``prod_m (d_m + 1) x d_y``) is replaced by a rank-``r`` decomposition with
+    modality-specific factors ``W_m^(i)`` of shape ``(d_m + 1, d_y)``:
+
+    ``y = sum_{i=1}^r w_i prod_m ([1; z_m]^T W_m^(i)) + b``  (products elementwise over ``d_y``),
+
+    with learned rank weights ``w`` and bias ``b``. This equals ``TensorFusion`` with the expanded weight
+    ``W = sum_i w_i W_1^(i) ⊗ ... ⊗ W_M^(i)`` (see :meth:`to_tensor_fusion`), at a cost linear in M.
+
+    Every factor is a registered parameter (two reference implementations keep them in plain lists, so
+    they never train). Factor ``m`` is stored as ``(d_m + 1, r, d_y)`` so that one ``addmm`` per modality
+    gives all ranks at once; the rank weights are folded into the first modality's factor.
+
+    Parameters
+    ----------
+    input_dims
+        Feature size ``d_m`` of each modality.
+    output_dim
+        ``d_y``.
+    rank
+        ``r``.
+    """
+
+    def __init__(self, input_dims: Mapping[str, int], output_dim: int | None, rank: int = 8) -> None:
+        super().__init__()
+        self.input_dims = sorted_dims(input_dims)
+        if output_dim is None or rank < 1:
+            raise ConfigError(f"LowRankFusion needs an integer output_dim and rank >= 1 (got {output_dim}, {rank})")
+        self.output_dim, self.rank = output_dim, rank
+        self.factors = nn.ParameterList()
+        for size in self.input_dims.values():
+            factor = torch.empty(size + 1, rank, output_dim)
+            # Xavier-normal per rank slice, as the LMF authors initialise (d_m + 1) x d_y factors.
+            nn.init.normal_(factor, std=(2.0 / (size + 1 + output_dim)) ** 0.5)
+            self.factors.append(nn.Parameter(factor))
+        self.rank_weights = nn.Parameter(torch.empty(rank))
+        nn.init.normal_(self.rank_weights, std=(2.0 / (1 + rank)) ** 0.5)
+        self.bias = nn.Parameter(torch.zeros(output_dim))
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        ordered = ordered_features(features, self.input_dims)
+        product = None
+        for m, (z, factor) in enumerate(zip(ordered, self.factors, strict=True)):
+            if m == 0:
+                factor = factor * self.rank_weights[None, :, None]
+            flat = factor.reshape(factor.shape[0], -1)
+            # [1; z]^T F = F[0] + z^T F[1:], for all ranks in one matmul: (batch, r * d_y).
+            projected = torch.addmm(flat[0], z, flat[1:])
+            product = projected if product is None else product * projected
+        return product.view(-1, self.rank, self.output_dim).sum(1) + self.bias
+
+    @torch.no_grad()
+    def expanded_weight(self) -> torch.Tensor:
+        """``W = sum_i w_i ⊗_m W_m^(i)``, shape ``(prod_m (d_m + 1), d_y)``, rows in TFN's order."""
+        full = self.factors[0] * self.rank_weights[None, :, None]
+        for factor in self.factors[1:]:
+            full = (full[:, None] * factor[None]).flatten(0, 1)
+        return full.sum(1)
+
+    def to_tensor_fusion(self) -> TensorFusion:
+        """The :class:`TensorFusion` (with ``output_dim``) whose output equals this module's."""
+        tfn = TensorFusion(self.input_dims, self.output_dim, max_weight_elements=2**62)
+        weight = self.expanded_weight()
+        tfn = tfn.to(device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            tfn.linear.weight.copy_(weight.T)
+            tfn.linear.bias.copy_(self.bias)
+        return tfn

@@ -1,0 +1,131 @@
+"""One run end to end: data -> split -> model -> training -> evaluation -> run folder."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from crossfuse.config import RunConfig
+from crossfuse.data.dataset import MultimodalDataset, split_task
+from crossfuse.errors import ConfigError
+from crossfuse.model import MultimodalModel
+from crossfuse.train.loop import TrainSettings, accuracy, predict, train
+from crossfuse.transfer import TRANSFERS
+
+
+def load_dataset(config: RunConfig) -> MultimodalDataset:
+    """A dataset by name (``av-digits``) or a bring-your-own-data folder."""
+    if config.data == "av-digits":
+        from crossfuse.data.avdigits import load_av_digits
+
+        return load_av_digits(config.task, config.source, config.target, seed=config.seed)
+    from crossfuse.data.folder import load_folder
+
+    return load_folder(config.data)
+
+
+def build_method(config: RunConfig):
+    if config.transfer not in TRANSFERS:
+        raise ConfigError(f"transfer {config.transfer!r}: unknown (choose from {', '.join(TRANSFERS)})")
+    try:
+        return TRANSFERS[config.transfer](**config.transfer_options)
+    except TypeError as error:
+        raise ConfigError(f"transfer_options for {config.transfer!r}: {error}") from None
+
+
+def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], None] = print) -> dict:
+    """Run ``config``; write the run folder to ``out`` (if given) and return the metrics."""
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    method = build_method(config)
+    dataset = load_dataset(config)
+    task = dataset.resolve_task(config.task, config.source, config.target)
+    split = split_task(dataset, task, config.seed)
+
+    def rows(indices: np.ndarray) -> dict[str, np.ndarray]:
+        return {m: x[indices] for m, x in dataset.modalities.items()}
+
+    shapes = {m: x.shape[1:] for m, x in dataset.modalities.items()}
+    try:
+        model = MultimodalModel(
+            shapes, dataset.n_classes, config.fusion, config.hidden_dim, fusion_options=config.fusion_options
+        )
+    except TypeError as error:
+        raise ConfigError(f"fusion_options for {config.fusion!r}: {error}") from None
+    model.fit_normalizers(rows(split.source_train))
+    with torch.no_grad():
+        probe = model.encode({m: torch.from_numpy(x[:2]) for m, x in rows(split.source_train).items()})
+        feature_dims = {m: f.shape[1] for m, f in probe.items()} | {"fused": model.fuse(probe).shape[1]}
+    method.setup(model, feature_dims)
+    settings = TrainSettings(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        patience=config.patience,
+        selection=config.selection,
+    )
+    labels = dataset.labels
+    result = train(
+        model,
+        method,
+        (rows(split.source_train), labels[split.source_train]),
+        (rows(split.source_val), labels[split.source_val]),
+        rows(split.target_train),
+        (rows(split.target_test), labels[split.target_test]),
+        settings,
+        seed=config.seed,
+        log=log,
+    )
+    target_probabilities, _ = predict(model, rows(split.target_test))
+    chosen = result.history[result.best_epoch - 1]
+    metrics = {
+        "dataset": dataset.name,
+        "task": config.task or ("default" if not config.source else "custom"),
+        "source_domains": list(task.source),
+        "target_domains": list(task.target),
+        "fusion": config.fusion,
+        "transfer": config.transfer,
+        "seed": config.seed,
+        "selection": config.selection,
+        "target_accuracy": accuracy(target_probabilities, labels[split.target_test]),
+        "oracle_target_accuracy": max(r["target_accuracy"] for r in result.history),
+        "source_val_accuracy": chosen["source-val"],
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "train_seconds": round(result.train_seconds, 3),
+        "n_source_train": len(split.source_train),
+        "n_source_val": len(split.source_val),
+        "n_target_train": len(split.target_train),
+        "n_target_test": len(split.target_test),
+        "world_size": 1,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+    if out is not None:
+        write_run_folder(Path(out), config, metrics, result.history, model)
+    return metrics
+
+
+def write_run_folder(out: Path, config: RunConfig, metrics: dict, history: list[dict], model) -> None:
+    """Write the run folder; each file goes to a temporary name first, so none is ever half-written."""
+    out.mkdir(parents=True, exist_ok=True)
+
+    def atomic_text(name: str, text: str) -> None:
+        partial = out / f".{name}.partial"
+        partial.write_text(text)
+        partial.replace(out / name)
+
+    atomic_text("config.yaml", yaml.safe_dump(config.model_dump(), sort_keys=True))
+    atomic_text("history.json", json.dumps(history, indent=2))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / ".model.safetensors.partial"), metadata={"fusion": config.fusion})
+    (out / ".model.safetensors.partial").replace(out / "model.safetensors")
+    atomic_text("metrics.json", json.dumps(metrics, indent=2))
