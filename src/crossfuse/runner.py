@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,20 @@ def load_dataset(config: RunConfig) -> MultimodalDataset:
     return load_folder(config.data)
 
 
+def check_names(config: RunConfig) -> None:
+    """Refuse unknown method names before any data is loaded."""
+    from crossfuse.evaluation.selection import SELECTION_CRITERIA
+    from crossfuse.fusion import FUSIONS
+
+    for field, value, known in (
+        ("fusion", config.fusion, FUSIONS),
+        ("transfer", config.transfer, TRANSFERS),
+        ("selection", config.selection, SELECTION_CRITERIA),
+    ):
+        if value not in known:
+            raise ConfigError(f"{field} {value!r}: unknown (choose from {', '.join(known)})")
+
+
 def build_method(config: RunConfig):
     if config.transfer not in TRANSFERS:
         raise ConfigError(f"transfer {config.transfer!r}: unknown (choose from {', '.join(TRANSFERS)})")
@@ -42,8 +57,10 @@ def build_method(config: RunConfig):
 
 def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], None] = print) -> dict:
     """Run ``config``; write the run folder to ``out`` (if given) and return the metrics."""
+    check_names(config)
     torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)  # noqa: NPY002 - seeds code that draws from numpy's global generator
     method = build_method(config)
     dataset = load_dataset(config)
     task = dataset.resolve_task(config.task, config.source, config.target)
@@ -97,7 +114,7 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
         "selection": config.selection,
         "target_accuracy": accuracy(target_probabilities, labels[split.target_test]),
         "oracle_target_accuracy": max(r["target_accuracy"] for r in result.history),
-        "source_val_accuracy": chosen["source-val"],
+        "source_val_accuracy": chosen["source_val_accuracy"],
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "train_seconds": round(result.train_seconds, 3),

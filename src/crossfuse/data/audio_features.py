@@ -46,7 +46,7 @@ def frame_signal(signal: torch.Tensor, frame_length: int, frame_step: int) -> to
 
 
 def dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """Orthonormal DCT-II matrix ``(n_in, n_out)`` so that ``x @ D`` equals scipy's ``dct(x, norm='ortho')``."""
+    """Orthonormal DCT-II matrix ``(n_in, n_out)`` so that ``x @ D`` is scipy's ``dct(x, norm='ortho')``."""
     n = torch.arange(n_in, dtype=torch.float64)
     k = torch.arange(n_out, dtype=torch.float64)
     basis = torch.cos(math.pi * (2 * n[:, None] + 1) * k[None, :] / (2 * n_in))
@@ -71,7 +71,9 @@ def log_mel_and_energy(
     """Log mel-filter energies ``(n_frames, n_filters)`` and log frame energy ``(n_frames,)``."""
     x = signal.to(torch.float64)
     x = torch.cat([x[:1], x[1:] - preemphasis * x[:-1]])
-    frames = frame_signal(x, _round_half_up(frame_seconds * sample_rate), _round_half_up(step_seconds * sample_rate))
+    frames = frame_signal(
+        x, _round_half_up(frame_seconds * sample_rate), _round_half_up(step_seconds * sample_rate)
+    )
     power = torch.fft.rfft(frames, n=n_fft).abs() ** 2 / n_fft
     tiny = torch.finfo(torch.float64).eps
     energy = power.sum(-1)

@@ -28,7 +28,9 @@ def _load(path: Path) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except ValueError as error:
         if "allow_pickle" in str(error):
-            raise DataError(f"{path}: holds Python objects (pickled); save plain numeric or string arrays") from None
+            raise DataError(
+                f"{path}: holds Python objects (pickled); save plain numeric or string arrays"
+            ) from None
         raise DataError(f"{path}: not a readable .npy array ({error})") from None
     except Exception as error:
         raise DataError(f"{path}: not a readable .npy array ({type(error).__name__}: {error})") from None
@@ -86,22 +88,30 @@ def load_folder(path: str | Path) -> MultimodalDataset:
         if array.dtype.kind not in "iufb":
             raise DataError(f"{file}: modality {name!r} must be numeric, found dtype {array.dtype}")
         if array.ndim < 2 or array.ndim > 4:
-            raise DataError(f"{file}: modality {name!r} has shape {array.shape}; need (N, d), (N, T, F) or (N, C, H, W)")
+            raise DataError(
+                f"{file}: modality {name!r} has shape {array.shape}; need (N, d), (N, T, F) or (N, C, H, W)"
+            )
         if len(array) != n:
-            raise DataError(f"{file}: modality {name!r} has {len(array)} samples but {labels_path.name} has {n}")
+            raise DataError(
+                f"{file}: modality {name!r} has {len(array)} samples but {labels_path.name} has {n}"
+            )
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             bad = int(np.flatnonzero(~np.isfinite(array.reshape(n, -1)).all(1))[0])
             raise DataError(f"{file}: modality {name!r} contains NaN or inf (first at sample {bad})")
         modalities[name] = array.astype(np.float32)
     domains_raw = _load(domains_path)
     if domains_raw.shape != (n,):
-        raise DataError(f"{domains_path}: expected shape ({n},) to match {labels_path.name}, found {domains_raw.shape}")
+        raise DataError(
+            f"{domains_path}: expected shape ({n},) to match {labels_path.name}, found {domains_raw.shape}"
+        )
     domains = _as_strings(domains_raw, domains_path)
     split = None
     if split_path.exists():
         split = _load(split_path)
         if split.shape != (n,) or split.dtype.kind not in "US":
-            raise DataError(f"{split_path}: expected ({n},) strings 'train'/'test'/'all', found {split.dtype} {split.shape}")
+            raise DataError(
+                f"{split_path}: expected ({n},) strings train/test/all, found {split.dtype} {split.shape}"
+            )
         split = split.astype(str)
         unknown = sorted(set(split.tolist()) - set(SPLIT_VALUES))
         if unknown:

@@ -23,7 +23,9 @@ class ImageEncoder(nn.Module):
             nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(4),
         )
-        self.project = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * 16, output_dim), nn.ReLU())
+        self.project = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * 16, output_dim), nn.ReLU()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(self.conv(x))

@@ -32,8 +32,11 @@ def selection_scores(
     target_probabilities, _ = predict(model, target)
     val_labels = source_val[1]
     val_accuracy = float((val_probabilities.argmax(1) == val_labels).mean())
-    val_cross_entropy = float(-np.log(np.clip(val_probabilities[np.arange(len(val_labels)), val_labels], 1e-12, 1)).mean())
+    val_cross_entropy = float(
+        -np.log(np.clip(val_probabilities[np.arange(len(val_labels)), val_labels], 1e-12, 1)).mean()
+    )
     return {
         "source-val": val_accuracy - 1e-6 * val_cross_entropy,
+        "source_val_accuracy": val_accuracy,
         "entropy": -mean_entropy(target_probabilities),
     }

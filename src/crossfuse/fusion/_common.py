@@ -31,6 +31,8 @@ def ordered_features(features: Mapping[str, torch.Tensor], dims: Mapping[str, in
     for name, size in dims.items():
         tensor = features[name]
         if tensor.dim() != 2 or tensor.shape[1] != size:
-            raise ConfigError(f"modality {name!r}: expected features (batch, {size}), got {tuple(tensor.shape)}")
+            raise ConfigError(
+                f"modality {name!r}: expected features (batch, {size}), got {tuple(tensor.shape)}"
+            )
         ordered.append(tensor)
     return ordered

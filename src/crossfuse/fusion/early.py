@@ -44,7 +44,10 @@ class EarlyFusion(nn.Module):
             nn.Identity()
             if output_dim is None
             else nn.Sequential(
-                nn.Linear(total, hidden_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, output_dim)
+                nn.Linear(total, hidden_dim),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden_dim, output_dim),
             )
         )
 

@@ -49,10 +49,14 @@ class LateFusion(nn.Module):
             return
         self.heads = nn.ModuleList(nn.Linear(size, output_dim) for size in self.input_dims.values())
         n = len(self.input_dims)
-        if weights == "learned":
+        if weights == "learned" and n > 1:  # one modality: softmax of one weight is constant
             self.weight_logits = nn.Parameter(torch.zeros(n))
         else:
-            fixed = torch.full((n,), 1.0 / n) if weights == "uniform" else torch.as_tensor(weights, dtype=torch.float)
+            fixed = (
+                torch.full((n,), 1.0 / n)
+                if weights in ("uniform", "learned")
+                else torch.as_tensor(weights, dtype=torch.float)
+            )
             if fixed.shape != (n,) or (fixed < 0).any() or fixed.sum() <= 0:
                 raise ConfigError(f"LateFusion weights {weights!r}: need {n} non-negative numbers, not all 0")
             self.register_buffer("fixed_weights", fixed / fixed.sum())

@@ -40,7 +40,9 @@ class LowRankFusion(nn.Module):
         super().__init__()
         self.input_dims = sorted_dims(input_dims)
         if output_dim is None or rank < 1:
-            raise ConfigError(f"LowRankFusion needs an integer output_dim and rank >= 1 (got {output_dim}, {rank})")
+            raise ConfigError(
+                f"LowRankFusion needs an integer output_dim and rank >= 1 (got {output_dim}, {rank})"
+            )
         self.output_dim, self.rank = output_dim, rank
         self.factors = nn.ParameterList()
         for size in self.input_dims.values():

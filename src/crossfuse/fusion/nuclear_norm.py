@@ -36,7 +36,9 @@ class NuclearNormFusion(nn.Module):
         if penalty_weight < 0:
             raise ConfigError(f"NuclearNormFusion penalty_weight must be >= 0, got {penalty_weight}")
         self.output_dim, self.penalty_weight = output_dim, penalty_weight
-        self.maps = nn.ModuleList(nn.Linear(size, output_dim, bias=False) for size in self.input_dims.values())
+        self.maps = nn.ModuleList(
+            nn.Linear(size, output_dim, bias=False) for size in self.input_dims.values()
+        )
         self.bias = nn.Parameter(torch.zeros(output_dim))
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:

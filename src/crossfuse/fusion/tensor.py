@@ -55,7 +55,9 @@ class TensorFusion(nn.Module):
         product = None
         for z in ordered:
             augmented = torch.cat([z.new_ones(batch, 1), z], dim=-1)
-            product = augmented if product is None else (product[:, :, None] * augmented[:, None, :]).flatten(1)
+            product = (
+                augmented if product is None else (product[:, :, None] * augmented[:, None, :]).flatten(1)
+            )
         return product
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -45,7 +45,9 @@ class TrainResult:
 
 
 def to_tensors(inputs: Arrays, rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    return {m: torch.from_numpy(np.ascontiguousarray(x if rows is None else x[rows])) for m, x in inputs.items()}
+    return {
+        m: torch.from_numpy(np.ascontiguousarray(x if rows is None else x[rows])) for m, x in inputs.items()
+    }
 
 
 @torch.no_grad()
@@ -97,7 +99,9 @@ def train(
     labels_tensor = torch.from_numpy(source_labels)
     parameters = list(model.parameters()) + list(method.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=settings.lr / 20)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=total_steps, eta_min=settings.lr / 20
+    )
 
     def batches(n: int):
         while True:
@@ -144,7 +148,8 @@ def train(
         else:
             stale += 1
         log(
-            f"epoch {epoch:3d}  loss {record['train_loss']:.4f}  source-val acc {scores['source-val']:.4f}"
+            f"epoch {epoch:3d}  loss {record['train_loss']:.4f}"
+            + f"  source-val acc {scores['source_val_accuracy']:.4f}"
             + (f"  target acc {record['target_accuracy']:.4f}" if "target_accuracy" in record else "")
             + ("  *" if improved else "")
         )

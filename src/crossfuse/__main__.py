@@ -1,0 +1,3 @@
+from crossfuse.cli import main
+
+main()

@@ -1,0 +1,139 @@
+"""The ``crossfuse`` command: ``run``, ``datasets``.
+
+Bad input ends with one line on stderr naming the file, field or modality and the problem, and exit
+status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.exceptions import Abort, Exit, TyperException
+
+from crossfuse.errors import CrossfuseError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Multimodal fusion x cross-domain transfer."
+)
+datasets_app = typer.Typer(no_args_is_help=True, help="List, verify and prepare datasets.")
+app.add_typer(datasets_app, name="datasets")
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+@app.command()
+def run(
+    data: Annotated[
+        str, typer.Option(help="Dataset name (av-digits) or a bring-your-own-data folder.")
+    ] = None,
+    task: Annotated[str, typer.Option(help="A named task of the dataset (default: 'default').")] = None,
+    source: Annotated[str, typer.Option(help="Comma-separated source domains.")] = None,
+    target: Annotated[str, typer.Option(help="Comma-separated target domains.")] = None,
+    fusion: Annotated[str, typer.Option(help="early, late, hierarchical, tfn, lmf, nuclear.")] = None,
+    transfer: Annotated[str, typer.Option(help="source-only, finetune, iw, dann, coral, mmd, mixup.")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds every random source.")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder (metrics.json, config, log, checkpoint).")] = None,
+    config: Annotated[
+        Path, typer.Option(help="YAML file of settings; options given here override it.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = None,
+    selection: Annotated[str, typer.Option(help="Label-free checkpoint choice: source-val, entropy.")] = None,
+    target_shots: Annotated[int, typer.Option(help="Labelled target samples per class (finetune).")] = None,
+) -> None:
+    """Train one fusion x transfer combination and report source-validation and target accuracy."""
+    from crossfuse.config import load_config
+    from crossfuse.runner import run_experiment
+
+    overrides = dict(
+        data=data,
+        task=task,
+        source=_split(source),
+        target=_split(target),
+        fusion=fusion,
+        transfer=transfer,
+        seed=seed,
+        epochs=epochs,
+        selection=selection,
+        target_shots=target_shots,
+    )
+    settings = load_config(config, overrides)
+    log_lines: list[str] = []
+
+    def log(line: str) -> None:
+        log_lines.append(line)
+        typer.echo(line, err=True)
+
+    metrics = run_experiment(settings, out, log=log)
+    if out is not None:
+        (Path(out) / "log.txt").write_text("\n".join(log_lines) + "\n")
+    typer.echo(
+        f"source-val accuracy {metrics['source_val_accuracy']:.4f}  "
+        f"target accuracy {metrics['target_accuracy']:.4f} (selected by {metrics['selection']})  "
+        f"oracle {metrics['oracle_target_accuracy']:.4f}  [{metrics['train_seconds']:.1f} s]"
+    )
+    if out is None:
+        typer.echo(json.dumps(metrics, indent=2))
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Known datasets, their files and tasks."""
+    from crossfuse.data.avdigits import TASKS
+    from crossfuse.data.registry import UPSTREAM, data_root, registry
+
+    typer.echo(f"data root: {data_root()}")
+    for name in UPSTREAM:
+        typer.echo(f"  {name}: {len(registry(name))} files")
+    typer.echo("av-digits tasks:")
+    for name, task in TASKS.items():
+        typer.echo(f"  {name}: {task.description}")
+
+
+@datasets_app.command("verify")
+def datasets_verify() -> None:
+    """Check every registered file under the data root against its sha256."""
+    from crossfuse.data.registry import UPSTREAM, verify_dataset
+
+    problems = [p for name in UPSTREAM for p in verify_dataset(name)]
+    for problem in problems[:20]:
+        typer.echo(problem, err=True)
+    if problems:
+        raise CrossfuseError(
+            f"{len(problems)} dataset files missing or corrupt (run 'crossfuse datasets prepare')"
+        )
+    typer.echo("all dataset files present and verified")
+
+
+@datasets_app.command("prepare")
+def datasets_prepare(name: Annotated[str, typer.Argument(help="Dataset to prepare.")] = "av-digits") -> None:
+    """Download (if missing), verify, and compute the cached features of a dataset."""
+    if name != "av-digits":
+        raise CrossfuseError(f"dataset {name!r}: only 'av-digits' can be prepared")
+    from crossfuse.data.avdigits import prepare
+
+    typer.echo(f"av-digits ready; features cached in {prepare()}")
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+    except Exit as stop:
+        code = stop.exit_code
+    except CrossfuseError as error:
+        typer.echo(f"crossfuse: error: {error}", err=True)
+        sys.exit(2)
+    except (Abort, KeyboardInterrupt):
+        typer.echo("crossfuse: interrupted", err=True)
+        sys.exit(130)
+    except TyperException as error:
+        message = error.format_message().strip()
+        if message:
+            typer.echo(f"crossfuse: error: {message}", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,52 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def data_mirror() -> Path | None:
+    env = os.environ.get("CROSSFUSE_DATA")
+    if env and Path(env).is_dir():
+        return Path(env)
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
+
+
+requires_data = pytest.mark.skipif(data_mirror() is None, reason="no dataset mirror (../shared/data)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Features are cached in a fresh folder per test session; the data root is the shared mirror."""
+    os.environ["CROSSFUSE_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
+    mirror = data_mirror()
+    if mirror is not None:
+        os.environ["CROSSFUSE_DATA"] = str(mirror)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    yield
+
+
+def write_folder(root: Path, modalities: dict, labels, domains, split=None) -> Path:
+    (root / "modalities").mkdir(parents=True, exist_ok=True)
+    for name, array in modalities.items():
+        np.save(root / "modalities" / f"{name}.npy", array)
+    np.save(root / "labels.npy", labels)
+    np.save(root / "domains.npy", domains)
+    if split is not None:
+        np.save(root / "split.npy", split)
+    return root
+
+
+@pytest.fixture
+def toy_folder(tmp_path):
+    """A small two-modality, two-domain folder with a learnable signal and a shift."""
+    rng = np.random.default_rng(0)
+    n = 240
+    labels = rng.integers(0, 3, n)
+    domains = np.where(np.arange(n) < n // 2, "a", "b")
+    shift = np.where(domains == "b", 1.5, 0.0)[:, None]
+    vec = rng.normal(size=(n, 6)) + np.eye(3)[labels] @ rng.normal(size=(3, 6)) * 2 + shift
+    seq = rng.normal(size=(n, 5, 4)) + labels[:, None, None] * 0.8
+    return write_folder(tmp_path / "toy", {"vec": vec.astype(np.float32), "seq": seq}, labels, domains)

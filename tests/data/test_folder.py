@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from crossfuse.data.dataset import Task, split_task
+from crossfuse.data.folder import load_folder
+from crossfuse.errors import DataError
+from tests.conftest import write_folder
+
+
+def test_loads_modalities_labels_domains(toy_folder):
+    data = load_folder(toy_folder)
+    assert sorted(data.modalities) == ["seq", "vec"]
+    assert data.modalities["seq"].shape == (240, 5, 4) and data.modalities["seq"].dtype == np.float32
+    assert data.n_classes == 3 and data.domain_names == ["a", "b"]
+    assert data.split is None
+
+
+def test_integer_domains_and_integer_valued_float_labels(tmp_path):
+    root = write_folder(
+        tmp_path / "d", {"x": np.ones((4, 2))}, np.array([0.0, 1.0, 1.0, 0.0]), np.array([1, 1, 2, 2])
+    )
+    data = load_folder(root)
+    assert data.labels.dtype == np.int64 and data.domain_names == ["1", "2"]
+
+
+def test_split_file_decides_the_rows_each_set_uses(tmp_path):
+    n = 12
+    domains = np.array(["s"] * 6 + ["t"] * 6)
+    split = np.array(["train"] * 5 + ["test"] + ["train", "train", "test", "test", "all", "all"])
+    root = write_folder(
+        tmp_path / "d", {"x": np.arange(n, dtype=float)[:, None]}, np.arange(n) % 2, domains, split
+    )
+    data = load_folder(root)
+    parts = split_task(data, Task(("s",), ("t",)), seed=0)
+    assert sorted(np.concatenate([parts.source_train, parts.source_val]).tolist()) == [0, 1, 2, 3, 4]
+    assert parts.target_train.tolist() == [6, 7, 10, 11]
+    assert parts.target_test.tolist() == [8, 9, 10, 11]
+
+
+def test_without_split_a_seeded_split_is_made(toy_folder):
+    data = load_folder(toy_folder)
+    task = Task(("a",), ("b",))
+    first, again, other = (split_task(data, task, seed) for seed in (0, 0, 1))
+    np.testing.assert_array_equal(first.target_test, again.target_test)
+    assert not np.array_equal(first.target_test, other.target_test)
+    assert len(first.target_test) == 60 and len(first.target_train) == 60
+
+
+def _bad(kind, root):
+    rng = np.random.default_rng(0)
+    good = {"x": rng.normal(size=(8, 3)).astype(np.float32)}
+    labels, domains = np.arange(8) % 2, np.array(["s"] * 4 + ["t"] * 4)
+    if kind == "lengths":
+        return write_folder(root, {"x": good["x"][:7]}, labels, domains), "x.npy"
+    if kind == "nan":
+        bad = good["x"].copy()
+        bad[3, 1] = np.nan
+        return write_folder(root, {"x": bad}, labels, domains), "NaN or inf"
+    if kind == "inf":
+        bad = good["x"].copy()
+        bad[0, 0] = np.inf
+        return write_folder(root, {"x": bad}, labels, domains), "NaN or inf"
+    if kind == "labels":
+        return write_folder(root, good, labels + 0.5, domains), "labels.npy: labels must be integers"
+    if kind == "string-labels":
+        return write_folder(root, good, labels.astype(str), domains), "labels.npy"
+    if kind == "missing-domains":
+        write_folder(root, good, labels, domains)
+        (root / "domains.npy").unlink()
+        return root, "domains.npy: missing file"
+    if kind == "corrupt":
+        write_folder(root, good, labels, domains)
+        (root / "modalities" / "x.npy").write_bytes(b"\x93NUMPY garbage")
+        return root, "x.npy: not a readable .npy"
+    if kind == "empty-modalities":
+        write_folder(root, {}, labels, domains)
+        return root, "no modality files"
+    if kind == "bad-split":
+        return write_folder(root, good, labels, domains, np.array(["train"] * 7 + ["dev"])), "split.npy"
+    raise AssertionError(kind)
+
+
+BAD_KINDS = [
+    "lengths",
+    "nan",
+    "inf",
+    "labels",
+    "string-labels",
+    "missing-domains",
+    "corrupt",
+    "empty-modalities",
+    "bad-split",
+]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_folders_are_refused_naming_the_culprit(kind, tmp_path):
+    root, culprit = _bad(kind, tmp_path / kind)
+    with pytest.raises(DataError, match=None) as caught:
+        load_folder(root)
+    assert culprit in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    values=arrays(
+        np.float64,
+        st.tuples(st.integers(1, 6), st.integers(1, 3)),
+        elements=st.floats(allow_nan=True, allow_infinity=True),
+    ),
+    n_labels=st.integers(0, 7),
+)
+def test_generated_arrays_load_cleanly_or_fail_with_data_error(tmp_path_factory, values, n_labels):
+    root = write_folder(
+        tmp_path_factory.mktemp("gen"),
+        {"m": values},
+        np.zeros(n_labels, dtype=int),
+        np.array(["d"] * n_labels),
+    )
+    try:
+        data = load_folder(root)
+    except DataError as error:
+        assert str(error).startswith(str(root)) and "\n" not in str(error)
+    else:
+        assert np.isfinite(values).all() and len(values) == n_labels > 0
+        assert data.modalities["m"].shape == values.shape
