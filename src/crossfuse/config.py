@@ -32,7 +32,7 @@ class RunConfig(BaseModel):
     selection: str = "source-val"
     fusion_options: dict[str, Any] = Field(default_factory=dict)
     transfer_options: dict[str, Any] = Field(default_factory=dict)
-    target_shots: int = Field(0, ge=0)
+    target_shots: int | None = Field(None, ge=1)
 
 
 def _describe(error: ValidationError, source: str) -> str:

@@ -16,6 +16,8 @@ from safetensors.torch import save_file
 from crossfuse.config import RunConfig
 from crossfuse.data.dataset import MultimodalDataset, split_task
 from crossfuse.errors import ConfigError
+from crossfuse.evaluation.density_ratio import DensityRatio
+from crossfuse.evaluation.selection import NEEDS_WEIGHTS, SELECTION_CRITERIA
 from crossfuse.model import MultimodalModel
 from crossfuse.train.loop import TrainSettings, accuracy, predict, train
 from crossfuse.transfer import TRANSFERS
@@ -34,7 +36,6 @@ def load_dataset(config: RunConfig) -> MultimodalDataset:
 
 def check_names(config: RunConfig) -> None:
     """Refuse unknown method names before any data is loaded."""
-    from crossfuse.evaluation.selection import SELECTION_CRITERIA
     from crossfuse.fusion import FUSIONS
 
     for field, value, known in (
@@ -44,6 +45,13 @@ def check_names(config: RunConfig) -> None:
     ):
         if value not in known:
             raise ConfigError(f"{field} {value!r}: unknown (choose from {', '.join(known)})")
+
+
+def choose_shots(rows: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` seeded rows of each class among ``rows`` (fewer where a class has fewer)."""
+    rng = np.random.default_rng(seed + 7)
+    chosen = [rng.permutation(rows[labels[rows] == c])[:per_class] for c in np.unique(labels[rows])]
+    return np.sort(np.concatenate(chosen))
 
 
 def build_method(config: RunConfig):
@@ -90,18 +98,37 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
         selection=config.selection,
     )
     labels = dataset.labels
+    target_test = split.target_test
+    shots = None
+    if getattr(method, "needs_target_labels", False):
+        shots = choose_shots(split.target_train, labels, config.target_shots or 5, config.seed)
+        target_test = np.setdiff1d(target_test, shots)  # the shots' labels were seen: never score them
+    elif config.target_shots is not None:
+        raise ConfigError(
+            f"target_shots: only --transfer finetune uses labelled target samples (got {config.transfer})"
+        )
+    val_weights = None
+    if hasattr(method, "fit") or config.selection in NEEDS_WEIGHTS:
+        ratio = DensityRatio(seed=config.seed).fit(rows(split.source_train), rows(split.target_train))
+        val_weights = ratio.weights(rows(split.source_val))
+        if hasattr(method, "fit"):
+            method.estimator = ratio
     result = train(
         model,
         method,
         (rows(split.source_train), labels[split.source_train]),
         (rows(split.source_val), labels[split.source_val]),
         rows(split.target_train),
-        (rows(split.target_test), labels[split.target_test]),
+        (rows(target_test), labels[target_test]),
         settings,
         seed=config.seed,
         log=log,
+        val_weights=val_weights,
     )
-    target_probabilities, _ = predict(model, rows(split.target_test))
+    if shots is not None:
+        source_train = (rows(split.source_train), labels[split.source_train])
+        method.finetune(model, (rows(shots), labels[shots]), source_train, config.lr, config.seed)
+    final_accuracy = accuracy(predict(model, rows(target_test))[0], labels[target_test])
     chosen = result.history[result.best_epoch - 1]
     metrics = {
         "dataset": dataset.name,
@@ -112,8 +139,10 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
         "transfer": config.transfer,
         "seed": config.seed,
         "selection": config.selection,
-        "target_accuracy": accuracy(target_probabilities, labels[split.target_test]),
-        "oracle_target_accuracy": max(r["target_accuracy"] for r in result.history),
+        "target_accuracy": final_accuracy,
+        "oracle_target_accuracy": max(
+            [r["target_accuracy"] for r in result.history] + ([] if shots is None else [final_accuracy])
+        ),
         "source_val_accuracy": chosen["source_val_accuracy"],
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
@@ -121,7 +150,8 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
         "n_source_train": len(split.source_train),
         "n_source_val": len(split.source_val),
         "n_target_train": len(split.target_train),
-        "n_target_test": len(split.target_test),
+        "n_target_test": len(target_test),
+        "n_target_shots": 0 if shots is None else len(shots),
         "world_size": 1,
         "torch": torch.__version__,
         "machine": platform.machine(),

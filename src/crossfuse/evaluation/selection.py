@@ -2,8 +2,14 @@
 
 - ``source-val``: accuracy on held-out labelled source data; ties (common once it saturates) are broken
   by the lower cross-entropy, which adds ``-1e-6 * CE`` (below one sample's worth of accuracy).
+- ``iwv``: importance-weighted validation accuracy ``sum_i w_i 1[correct_i] / sum_i w_i`` on the source
+  validation set, ``w = p_t / p_s`` (Sugiyama, Krauledat & Müller, JMLR 2007).
+- ``dev``: deep embedded validation (You et al., ICML 2019): minus the control-variate estimate of the
+  target risk, ``mean(L) + eta mean(w) - eta`` with ``L_i = w_i l_i`` (``l_i`` the cross-entropy) and
+  ``eta = -Cov(L, w) / Var(w)``. We estimate ``w`` on the inputs, once per run, rather than on each
+  candidate's features, which keeps selection cheap and the weights the same for every candidate.
 - ``entropy``: minus the mean Shannon entropy of the predictions on unlabelled target data
-  (confident target predictions; Morerio et al., ICLR 2018, use it for selection).
+  (Morerio et al., ICLR 2018).
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-SELECTION_CRITERIA = ("source-val", "entropy")
+SELECTION_CRITERIA = ("source-val", "iwv", "dev", "entropy")
+NEEDS_WEIGHTS = ("iwv", "dev")
 
 
 def mean_entropy(probabilities: np.ndarray) -> float:
@@ -21,22 +28,33 @@ def mean_entropy(probabilities: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum(1).mean())
 
 
+def dev_risk(losses: np.ndarray, weights: np.ndarray) -> float:
+    """Deep embedded validation risk ``mean(w l) + eta mean(w) - eta``, ``eta = -Cov(w l, w) / Var(w)``."""
+    weighted = weights * losses
+    variance = weights.var(ddof=1) if len(weights) > 1 else 0.0
+    eta = -np.cov(weighted, weights, ddof=1)[0, 1] / variance if variance > 0 else 0.0
+    return float(weighted.mean() + eta * weights.mean() - eta)
+
+
 def selection_scores(
     model,
     source_val: tuple[Mapping[str, np.ndarray], np.ndarray],
     target: Mapping[str, np.ndarray],
     predict: Callable,
+    val_weights: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Every criterion of :data:`SELECTION_CRITERIA` for the model as it stands."""
+    """Every criterion of :data:`SELECTION_CRITERIA` (``iwv``/``dev`` only with ``val_weights``)."""
     val_probabilities, _ = predict(model, source_val[0])
     target_probabilities, _ = predict(model, target)
     val_labels = source_val[1]
-    val_accuracy = float((val_probabilities.argmax(1) == val_labels).mean())
-    val_cross_entropy = float(
-        -np.log(np.clip(val_probabilities[np.arange(len(val_labels)), val_labels], 1e-12, 1)).mean()
-    )
-    return {
-        "source-val": val_accuracy - 1e-6 * val_cross_entropy,
-        "source_val_accuracy": val_accuracy,
+    correct = (val_probabilities.argmax(1) == val_labels).astype(np.float64)
+    losses = -np.log(np.clip(val_probabilities[np.arange(len(val_labels)), val_labels], 1e-12, 1))
+    scores = {
+        "source-val": float(correct.mean()) - 1e-6 * float(losses.mean()),
+        "source_val_accuracy": float(correct.mean()),
         "entropy": -mean_entropy(target_probabilities),
     }
+    if val_weights is not None:
+        scores["iwv"] = float((val_weights * correct).sum() / val_weights.sum()) - 1e-6 * float(losses.mean())
+        scores["dev"] = -dev_risk(losses, val_weights)
+    return scores

@@ -80,11 +80,13 @@ def train(
     settings: TrainSettings,
     seed: int,
     log: Callable[[str], None] = print,
+    val_weights: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``model`` with ``method``; leave in it the weights of the best epoch by ``settings.selection``.
 
     ``target_test`` labels are used only to record the oracle accuracy of every epoch in the history;
-    they never influence training or the choice of epoch.
+    they never influence training or the choice of epoch. ``val_weights`` (``p_t / p_s`` of the source
+    validation rows) enable the ``iwv`` and ``dev`` criteria.
     """
     if settings.selection not in SELECTION_CRITERIA:
         raise ValueError(f"unknown selection {settings.selection!r}")
@@ -135,7 +137,7 @@ def train(
             scheduler.step()
             losses.append(loss.item())
             step += 1
-        scores = selection_scores(model, source_val, target, predict)
+        scores = selection_scores(model, source_val, target, predict, val_weights)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), **scores}
         if target_test is not None:
             record["target_accuracy"] = accuracy(predict(model, target_test[0])[0], target_test[1])

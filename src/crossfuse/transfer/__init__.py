@@ -1,10 +1,33 @@
 """Transfer methods: each one file, each a :class:`TransferMethod`."""
 
 from crossfuse.transfer.base import SourceOnly, StepOutputs, TransferMethod
+from crossfuse.transfer.coral import CORAL
+from crossfuse.transfer.dann import DANN
+from crossfuse.transfer.finetune import FineTune
+from crossfuse.transfer.importance_weighting import ImportanceWeighting
+from crossfuse.transfer.mixup import DomainMixup
+from crossfuse.transfer.mmd import MMD
 
 #: Names used by ``crossfuse run --transfer``.
 TRANSFERS: dict[str, type[TransferMethod]] = {
     "source-only": SourceOnly,
+    "finetune": FineTune,
+    "iw": ImportanceWeighting,
+    "dann": DANN,
+    "coral": CORAL,
+    "mmd": MMD,
+    "mixup": DomainMixup,
 }
 
-__all__ = ["TRANSFERS", "SourceOnly", "StepOutputs", "TransferMethod"]
+__all__ = [
+    "CORAL",
+    "DANN",
+    "MMD",
+    "TRANSFERS",
+    "DomainMixup",
+    "FineTune",
+    "ImportanceWeighting",
+    "SourceOnly",
+    "StepOutputs",
+    "TransferMethod",
+]

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from crossfuse.evaluation.density_ratio import DensityRatio
+from crossfuse.transfer.base import TransferMethod
+
+
+class ImportanceWeighting(TransferMethod):
+    """Instance transfer: weight each source sample's loss by ``w(x) = p_t(x) / p_s(x)``.
+
+    ``L = sum_i w(x_i) CE(f(x_i), y_i) / sum_i w(x_i)`` over the source batch, with ``w`` estimated once,
+    before training, by a logistic-regression domain classifier on the inputs
+    (:class:`~crossfuse.evaluation.density_ratio.DensityRatio`: clipped, mean 1 on the source). This is
+    covariate-shift correction (Shimodaira 2000; Sugiyama et al., JMLR 2007): it helps where the target's
+    inputs fall in a region the source covers thinly.
+
+    Parameters
+    ----------
+    max_weight
+        Clip of the importance weights.
+    """
+
+    name = "iw"
+    uses_target = False
+
+    def __init__(self, max_weight: float = 10.0, align: str = "fused", weight: float = 1.0) -> None:
+        super().__init__(align, weight)
+        self.estimator = DensityRatio(max_weight=max_weight)
+
+    def fit(self, source: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray]) -> None:
+        self.estimator.fit(source, target)
+
+    def source_weights(self, source: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        arrays = {m: x.numpy() for m, x in source.items()}
+        return torch.from_numpy(self.estimator.weights(arrays)).float()

@@ -1,0 +1,89 @@
+"""DomainBed style: every transfer method with every fusion takes a training step; DANN adapts."""
+
+import numpy as np
+import pytest
+import torch
+
+from crossfuse.fusion import FUSIONS
+from crossfuse.model import MultimodalModel
+from crossfuse.transfer import DANN, TRANSFERS
+
+SHAPES = {"seq": (6, 3), "vec": (5,)}
+
+
+def arrays(n, shift, seed):
+    rng = np.random.default_rng(seed)
+    return {m: (rng.normal(size=(n, *s)) + shift).astype(np.float32) for m, s in SHAPES.items()}
+
+
+@pytest.mark.parametrize("fusion", list(FUSIONS))
+@pytest.mark.parametrize("transfer", list(TRANSFERS))
+def test_one_training_step(transfer, fusion):
+    torch.manual_seed(0)
+    model = MultimodalModel(SHAPES, n_classes=3, fusion=fusion, hidden_dim=8)
+    method = TRANSFERS[transfer]()
+    source, target = arrays(16, 0.0, 0), arrays(16, 1.0, 1)
+    labels = np.arange(16) % 3
+    model.fit_normalizers(source)
+    dims = {m: 8 for m in SHAPES} | {"fused": 8}
+    if fusion == "early":
+        dims = {"seq": 18, "vec": 5, "fused": 8}
+    method.setup(model, dims)
+    if hasattr(method, "fit"):
+        method.fit(source, target)
+    parameters = list(model.parameters()) + list(method.parameters())
+    before = [p.detach().clone() for p in parameters]
+    optimizer = torch.optim.Adam(parameters, lr=1e-2)
+    to_t = lambda a: {m: torch.from_numpy(x) for m, x in a.items()}  # noqa: E731
+    loss = method.training_loss(model, to_t(source), torch.from_numpy(labels), to_t(target), progress=0.5)
+    loss = loss + model.penalty()
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    changed = [not torch.equal(b, p) for b, p in zip(before, parameters, strict=True)]
+    assert all(changed[: len(list(model.parameters()))]), "every model parameter moves"
+    assert all(changed), "every transfer parameter (e.g. DANN's domain classifier) moves"
+    if transfer == "finetune":
+        method.steps = 2
+        method.finetune(model, (target, labels), (source, labels), lr=1e-3, seed=0)
+
+
+def test_dann_domain_classifier_moves_to_chance_while_source_accuracy_stays_high():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = rng.integers(0, 2, n)
+    signal = np.where(labels == 0, -1.5, 1.5)[:, None]
+    source = np.hstack([signal + 0.5 * rng.normal(size=(n, 1)), rng.normal(size=(n, 3))]).astype(np.float32)
+    target_labels = rng.integers(0, 2, n)
+    target = np.hstack(
+        [
+            np.where(target_labels == 0, -1.5, 1.5)[:, None] + 0.5 * rng.normal(size=(n, 1)),
+            rng.normal(size=(n, 3)) + 2.5,
+        ]
+    ).astype(np.float32)
+    model = MultimodalModel({"x": (4,)}, 2, fusion="late", hidden_dim=16, dropout=0.0)
+    model.fit_normalizers({"x": source})
+    method = DANN(gamma=10.0)
+    method.setup(model, {"x": 16, "fused": 16})
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(method.parameters()), lr=3e-3)
+    xs, xt, ys = torch.from_numpy(source), torch.from_numpy(target), torch.from_numpy(labels)
+    steps, accuracies = 400, []
+    early_step = 120  # by then the domain classifier has learned the shift
+    for step in range(steps):
+        rows = torch.randint(n, (64,))
+        loss = method.training_loss(model, {"x": xs[rows]}, ys[rows], {"x": xt[rows]}, progress=step / steps)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step in (early_step, steps - 1):
+            with torch.no_grad():
+                fs = model.fuse(model.encode({"x": xs}))
+                ft = model.fuse(model.encode({"x": xt}))
+            accuracies.append(method.domain_accuracy(fs, ft))
+    with torch.no_grad():
+        source_accuracy = (model({"x": xs}).argmax(1) == ys).float().mean().item()
+    early, late = accuracies
+    assert early > 0.8, "the shift is visible to the domain classifier at first"
+    assert late < 0.65 and late < early - 0.2, "adversarial training has aligned the domains"
+    assert source_accuracy > 0.9

@@ -1,0 +1,127 @@
+"""Each transfer loss recomputed by hand for a fixed small batch."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crossfuse.model import MultimodalModel
+from crossfuse.transfer.base import StepOutputs
+from crossfuse.transfer.coral import coral_loss, covariance
+from crossfuse.transfer.dann import DANN
+from crossfuse.transfer.gradient_reversal import dann_lambda, reverse_gradient
+from crossfuse.transfer.mixup import DomainMixup, mix, mixed_targets
+from crossfuse.transfer.mmd import multi_kernel_mmd
+
+
+def batch(seed, n=6, d=4):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=generator, dtype=torch.float64)
+
+
+def test_coral_matches_numpy():
+    s, t = batch(0), batch(1, n=9) * 2 + 1
+    cs, ct = np.cov(s.numpy(), rowvar=False), np.cov(t.numpy(), rowvar=False)
+    np.testing.assert_allclose(covariance(s).numpy(), cs, atol=1e-12)
+    expected = ((cs - ct) ** 2).sum() / (4 * 4**2)
+    assert coral_loss(s, t).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_mmd_matches_explicit_sums():
+    s, t = batch(0, n=4, d=3), batch(1, n=5, d=3) + 0.5
+    joined = torch.cat([s, t]).numpy()
+    n = len(joined)
+    squared = np.array([[((a - b) ** 2).sum() for b in joined] for a in joined])
+    sigma2 = squared.sum() / (n * n - n)
+
+    def k(a, b):
+        d2 = ((a - b) ** 2).sum()
+        return sum(math.exp(-d2 / (sigma2 * m)) for m in (0.25, 0.5, 1.0, 2.0, 4.0))
+
+    sn, tn = s.numpy(), t.numpy()
+    kss = np.mean([k(a, b) for a in sn for b in sn])
+    ktt = np.mean([k(a, b) for a in tn for b in tn])
+    kst = np.mean([k(a, b) for a in sn for b in tn])
+    assert multi_kernel_mmd(s, t).item() == pytest.approx(kss + ktt - 2 * kst, rel=1e-10)
+    assert multi_kernel_mmd(s, s).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_dann_lambda_schedule():
+    assert dann_lambda(0.0) == 0.0
+    assert dann_lambda(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    assert dann_lambda(1.0) == pytest.approx(0.99991, abs=1e-5)
+
+
+def test_dann_domain_loss_by_hand():
+    method = DANN()
+    method.setup(None, {"fused": 4})
+    method.double()
+    s, t = batch(0), batch(1)
+    classifier = method.classifiers["fused"]
+    zs, zt = classifier(s), classifier(t)
+    expected = 0.5 * (-torch.log(1 - torch.sigmoid(zs))).mean() + 0.5 * (-torch.log(torch.sigmoid(zt))).mean()
+    assert method.domain_loss(s, t, "fused", 0.3).item() == pytest.approx(expected.item(), rel=1e-10)
+
+
+def test_gradient_through_reversal_is_minus_lambda_times_domain_gradient():
+    torch.manual_seed(0)
+    method = DANN()
+    method.setup(None, {"fused": 4})
+    method.double()
+    lam = dann_lambda(0.37)
+    features = batch(0).requires_grad_(True)
+    target = batch(1)
+    method.domain_loss(features, target, "fused", lam).backward()
+    reversed_grad = features.grad.clone()
+    plain = batch(0).requires_grad_(True)
+    method.domain_loss(plain, target, "fused", -1.0).backward()  # coefficient -1: the plain gradient
+    assert reversed_grad.abs().sum() > 0
+    assert torch.allclose(reversed_grad, -lam * plain.grad, atol=1e-14)
+    x = torch.ones(3, requires_grad=True)
+    reverse_gradient(x, 2.0).sum().backward()
+    assert torch.equal(x.grad, torch.full((3,), -2.0))
+
+
+def test_mixup_inputs_and_targets_by_hand():
+    s, t = batch(0, n=3), batch(1, n=3)
+    lam = torch.tensor([0.2, 0.5, 1.0], dtype=torch.float64)
+    expected = torch.stack([lam[i] * s[i] + (1 - lam[i]) * t[i] for i in range(3)])
+    assert torch.allclose(mix(s, t, lam), expected)
+    images_s, images_t = torch.ones(3, 1, 2, 2), torch.zeros(3, 1, 2, 2)
+    assert torch.allclose(mix(images_s, images_t, lam.float())[:, 0, 0, 0], lam.float())
+    labels = torch.tensor([2, 0, 1])
+    logits = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [0.0, 5.0, 0.0]], dtype=torch.float64)
+    spec = mixed_targets(labels, logits, lam, "none", 3)
+    assert torch.allclose(spec, torch.tensor([[0, 0, 0.2], [0.5, 0, 0], [0, 1.0, 0]], dtype=torch.float64))
+    pseudo = mixed_targets(labels, logits, lam, "pseudo", 3)
+    probabilities = torch.softmax(logits, -1)
+    assert torch.allclose(pseudo[1], torch.tensor([0.5, 0, 0], dtype=torch.float64) + 0.5 * probabilities[1])
+    assert torch.allclose(pseudo.sum(1), torch.ones(3, dtype=torch.float64))
+
+
+def test_mixup_training_loss_by_hand():
+    torch.manual_seed(0)
+    model = MultimodalModel({"x": (4,)}, 3, fusion="late", hidden_dim=8).eval()
+    source, target = {"x": batch(0).float()}, {"x": batch(1).float()}
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    method = DomainMixup(target_labels="none")
+    torch.manual_seed(5)
+    loss = method.training_loss(model, source, labels, target, 0.0)
+    torch.manual_seed(5)
+    lam = method.sample_lambda(6)
+    mixed_logits = model({"x": mix(source["x"], target["x"], lam)})
+    expected = (
+        F.cross_entropy(model(source), labels)
+        + (lam * F.cross_entropy(mixed_logits, labels, reduction="none")).mean()
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_aligned_pairs_pick_the_spaces():
+    f = {"a": torch.zeros(2, 3), "b": torch.ones(2, 3)}
+    outputs = StepOutputs(f, f, torch.zeros(2, 4), torch.ones(2, 4), torch.zeros(2, 2), torch.zeros(2, 2))
+    assert list(outputs.aligned_pairs("fused")) == ["fused"]
+    assert list(outputs.aligned_pairs("modalities")) == ["a", "b"]
+    assert list(outputs.aligned_pairs("both")) == ["a", "b", "fused"]
