@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from crossfuse.config import RunConfig
 from crossfuse.data.dataset import MultimodalDataset, split_task
 from crossfuse.errors import ConfigError
+from crossfuse.evaluation.a_distance import proxy_a_distance
 from crossfuse.evaluation.density_ratio import DensityRatio
 from crossfuse.evaluation.selection import NEEDS_WEIGHTS, SELECTION_CRITERIA
 from crossfuse.model import MultimodalModel
@@ -45,6 +46,19 @@ def check_names(config: RunConfig) -> None:
     ):
         if value not in known:
             raise ConfigError(f"{field} {value!r}: unknown (choose from {', '.join(known)})")
+
+
+def modality_ablation(model: MultimodalModel, inputs: dict[str, np.ndarray], labels: np.ndarray) -> dict:
+    """Target accuracy with each modality removed at test time (set to its source-training mean, the
+    input that the model's standardisation maps to zero)."""
+    if len(inputs) < 2:
+        return {}
+    result = {}
+    for m, normalizer in model.normalizers.items():
+        removed = dict(inputs)
+        removed[m] = np.broadcast_to(normalizer.mean.numpy(), inputs[m].shape).astype(np.float32)
+        result[m] = round(accuracy(predict(model, removed)[0], labels), 4)
+    return result
 
 
 def choose_shots(rows: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -128,7 +142,10 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
     if shots is not None:
         source_train = (rows(split.source_train), labels[split.source_train])
         method.finetune(model, (rows(shots), labels[shots]), source_train, config.lr, config.seed)
-    final_accuracy = accuracy(predict(model, rows(target_test))[0], labels[target_test])
+    target_probabilities, target_features = predict(model, rows(target_test))
+    final_accuracy = accuracy(target_probabilities, labels[target_test])
+    _, source_features = predict(model, rows(split.source_val))
+    ablation = modality_ablation(model, rows(target_test), labels[target_test])
     chosen = result.history[result.best_epoch - 1]
     metrics = {
         "dataset": dataset.name,
@@ -152,6 +169,8 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
         "n_target_train": len(split.target_train),
         "n_target_test": len(target_test),
         "n_target_shots": 0 if shots is None else len(shots),
+        "proxy_a_distance": round(proxy_a_distance(source_features, target_features, config.seed), 4),
+        **{f"target_accuracy_without_{m}": value for m, value in ablation.items()},
         "world_size": 1,
         "torch": torch.__version__,
         "machine": platform.machine(),

@@ -7,7 +7,7 @@ from torch import nn
 class ImageEncoder(nn.Module):
     """Small CNN for ``(batch, C, H, W)`` images.
 
-    Two blocks of 3x3 convolution + ReLU + 2x2 max-pooling (``C -> 32 -> 64`` channels), an adaptive
+    Two blocks of 3x3 convolution + ReLU + 2x2 max-pooling (``C -> 16 -> 32`` channels, enough for digit-sized images and cheap on a CPU), an adaptive
     average pool to 4x4 (so any image size works), then ``ReLU(W vec(h) + b)`` to ``output_dim``.
     """
 
@@ -15,16 +15,16 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.output_dim = output_dim
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, 32, kernel_size=3, padding=1),
+            nn.Conv2d(in_channels, 16, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=3, padding=1),
+            nn.Conv2d(16, 32, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(4),
         )
         self.project = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * 16, output_dim), nn.ReLU()
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(32 * 16, output_dim), nn.ReLU()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

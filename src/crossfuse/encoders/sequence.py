@@ -12,7 +12,7 @@ class SequenceEncoder(nn.Module):
     over time makes it indifferent to where in the clip the word falls.
     """
 
-    def __init__(self, n_features: int, output_dim: int = 64, channels: int = 64, dropout: float = 0.1):
+    def __init__(self, n_features: int, output_dim: int = 64, channels: int = 32, dropout: float = 0.1):
         super().__init__()
         self.output_dim = output_dim
         self.conv = nn.Sequential(

@@ -1,7 +1,7 @@
 """Label-free model selection: scores computed without target labels, higher is better.
 
-- ``source-val``: accuracy on held-out labelled source data; ties (common once it saturates) are broken
-  by the lower cross-entropy, which adds ``-1e-6 * CE`` (below one sample's worth of accuracy).
+- ``source-val``: accuracy on held-out labelled source data (the training loop breaks ties, common once
+  it saturates, in favour of the later epoch).
 - ``iwv``: importance-weighted validation accuracy ``sum_i w_i 1[correct_i] / sum_i w_i`` on the source
   validation set, ``w = p_t / p_s`` (Sugiyama, Krauledat & Müller, JMLR 2007).
 - ``dev``: deep embedded validation (You et al., ICML 2019): minus the control-variate estimate of the
@@ -50,11 +50,11 @@ def selection_scores(
     correct = (val_probabilities.argmax(1) == val_labels).astype(np.float64)
     losses = -np.log(np.clip(val_probabilities[np.arange(len(val_labels)), val_labels], 1e-12, 1))
     scores = {
-        "source-val": float(correct.mean()) - 1e-6 * float(losses.mean()),
+        "source-val": float(correct.mean()),
         "source_val_accuracy": float(correct.mean()),
         "entropy": -mean_entropy(target_probabilities),
     }
     if val_weights is not None:
-        scores["iwv"] = float((val_weights * correct).sum() / val_weights.sum()) - 1e-6 * float(losses.mean())
+        scores["iwv"] = float((val_weights * correct).sum() / val_weights.sum())
         scores["dev"] = -dev_risk(losses, val_weights)
     return scores

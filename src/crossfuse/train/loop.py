@@ -22,8 +22,11 @@ Arrays = Mapping[str, np.ndarray]
 class TrainSettings:
     """Optimisation settings; the defaults are meant to work unchanged on small and medium data sets.
 
-    ``epochs`` is a ceiling: training stops when the selection score has not improved for ``patience``
-    epochs, and the checkpoint with the best score is kept. ``batch_size`` is capped at a quarter of the
+    ``epochs`` is a ceiling for source-only training, which stops when the selection score has not improved
+    for ``patience`` epochs. Methods that use the target stream follow a schedule over the whole run (the
+    DANN warm-up, the learning-rate decay), so by default (``early_stopping=None``) they run every epoch.
+    Either way the checkpoint with the best score is kept, ties going to the later epoch: a saturated
+    source-validation accuracy then picks the most trained (most adapted) model. ``batch_size`` is capped at a quarter of the
     source training set so small data sets still get several steps per epoch.
     """
 
@@ -33,7 +36,8 @@ class TrainSettings:
     weight_decay: float = 1e-4
     patience: int = 8
     selection: str = "source-val"
-    min_steps_per_epoch: int = 20
+    min_steps_per_epoch: int = 50
+    early_stopping: bool | None = None
 
 
 @dataclass
@@ -92,6 +96,9 @@ def train(
         raise ValueError(f"unknown selection {settings.selection!r}")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    early_stopping = (
+        settings.early_stopping if settings.early_stopping is not None else not method.uses_target
+    )
     source_inputs, source_labels = source
     n_source = len(source_labels)
     n_target = len(next(iter(target.values())))
@@ -144,18 +151,17 @@ def train(
         history.append(record)
         score = scores[settings.selection]
         improved = score > best_score + 1e-9
-        if improved:
-            best_score, best_epoch, stale = score, epoch, 0
+        stale = 0 if improved else stale + 1
+        if score >= best_score - 1e-9:  # ties go to the later, longer-trained epoch
+            best_score, best_epoch = max(score, best_score), epoch
             best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
         log(
             f"epoch {epoch:3d}  loss {record['train_loss']:.4f}"
             + f"  source-val acc {scores['source_val_accuracy']:.4f}"
             + (f"  target acc {record['target_accuracy']:.4f}" if "target_accuracy" in record else "")
             + ("  *" if improved else "")
         )
-        if stale >= settings.patience:
+        if early_stopping and stale >= settings.patience:
             break
     model.load_state_dict(best_state)
     model.eval()

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from crossfuse.errors import ConfigError
 from crossfuse.model import MultimodalModel
 from crossfuse.transfer.base import TransferMethod
+from crossfuse.transfer.gradient_reversal import dann_lambda
 
 
 def mix(source: torch.Tensor, target: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -42,7 +43,13 @@ class DomainMixup(TransferMethod):
     source-only. The default ``'pseudo'`` completes the label with the model's own detached prediction on
     the target sample, ``y~ = lambda onehot(y_s) + (1 - lambda) p(y | x_t)``, as virtual mixup training
     does (Mao et al., arXiv 1905.04215, 2019; Wu et al., "Dual Mixup Regularized Learning for Adversarial
-    Domain Adaptation", ECCV 2020).
+    Domain Adaptation", ECCV 2020). The mixed loss is ramped in with DANN's ``lambda_p`` schedule
+    (``warmup=True``), so pseudo-labels come from a model that has first learned the source.
+
+    Measured: on the two-moons problem this lifts target accuracy from ~87% to ~99%; on AV-Digits every
+    variant we tried (literal or pseudo labels, input or feature space, source-dominant ``lambda``) lowers
+    it, most likely because a model that can tell the domains apart learns to classify the faint source
+    component of a target-dominated mixture. See the README's results.
 
     ``space='inputs'`` mixes the raw inputs (as the seed writes it); ``space='features'`` mixes each
     modality's encoded features and fuses the mixture (the feature-space variant).
@@ -57,6 +64,10 @@ class DomainMixup(TransferMethod):
         Multiplier of the mixed loss.
     target_labels
         ``'pseudo'`` or ``'none'`` (see above).
+    source_dominant
+        Use ``max(lambda, 1 - lambda)`` so every mixture is mostly source.
+    warmup
+        Ramp the mixed loss in with ``lambda_p = 2 / (1 + exp(-10 p)) - 1``.
     """
 
     name = "mixup"
@@ -68,12 +79,14 @@ class DomainMixup(TransferMethod):
         space: str = "inputs",
         weight: float = 1.0,
         target_labels: str = "pseudo",
+        source_dominant: bool = False,
+        warmup: bool = True,
         align: str = "fused",
     ) -> None:
         super().__init__(align, weight)
         if target_labels not in ("pseudo", "none"):
             raise ConfigError(f"mixup target_labels {target_labels!r}: use 'pseudo' or 'none'")
-        self.target_labels = target_labels
+        self.target_labels, self.source_dominant, self.warmup = target_labels, source_dominant, warmup
         if alpha <= 0:
             raise ConfigError(f"mixup alpha must be > 0, got {alpha}")
         if space not in ("inputs", "features"):
@@ -81,7 +94,8 @@ class DomainMixup(TransferMethod):
         self.alpha, self.space = alpha, space
 
     def sample_lambda(self, n: int) -> torch.Tensor:
-        return torch.distributions.Beta(self.alpha, self.alpha).sample((n,))
+        lam = torch.distributions.Beta(self.alpha, self.alpha).sample((n,))
+        return torch.maximum(lam, 1 - lam) if self.source_dominant else lam
 
     def training_loss(
         self,
@@ -94,13 +108,17 @@ class DomainMixup(TransferMethod):
         n = labels.shape[0]
         target = {m: x[torch.arange(n) % x.shape[0]] for m, x in target.items()}
         lam = self.sample_lambda(n)
-        features = model.encode({m: torch.cat([source[m], target[m]]) for m in sorted(source)})
-        logits = model.head(model.fuse(features))
-        source_logits, target_logits = logits[:n], logits[n:]
-        if self.space == "inputs":
-            mixed_logits = model({m: mix(source[m], target[m], lam) for m in source})
+        if self.space == "inputs":  # one pass over [source; target; mixed]
+            logits = model(
+                {m: torch.cat([source[m], target[m], mix(source[m], target[m], lam)]) for m in source}
+            )
+            source_logits, target_logits, mixed_logits = logits[:n], logits[n : 2 * n], logits[2 * n :]
         else:
-            mixed_logits = model.head(model.fuse({m: mix(f[:n], f[n:], lam) for m, f in features.items()}))
+            features = model.encode({m: torch.cat([source[m], target[m]]) for m in sorted(source)})
+            mixed = {m: torch.cat([f, mix(f[:n], f[n:], lam)]) for m, f in features.items()}
+            logits = model.head(model.fuse(mixed))
+            source_logits, target_logits, mixed_logits = logits[:n], logits[n : 2 * n], logits[2 * n :]
         soft = mixed_targets(labels, target_logits.detach(), lam, self.target_labels, mixed_logits.shape[1])
         mixed_loss = -(soft * F.log_softmax(mixed_logits, dim=-1)).sum(-1).mean()
-        return F.cross_entropy(source_logits, labels) + self.weight * mixed_loss
+        ramp = dann_lambda(progress) if self.warmup else 1.0
+        return F.cross_entropy(source_logits, labels) + self.weight * ramp * mixed_loss

@@ -1,0 +1,167 @@
+"""The benchmark grid: which runs, where each writes, and skipping the ones already finished.
+
+Every run writes its own folder ``OUT/runs/<task>-<fusion>-<transfer>-seed<k>/`` and ``metrics.json``
+last and atomically, so a run counts as finished exactly when that file exists. Re-running the same
+command skips finished runs and keeps their rows; an interruption loses at most the runs in progress.
+``results.csv`` is rebuilt from the run folders after every finished run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from crossfuse.errors import ConfigError
+
+SUITES = {
+    "quick": {
+        "fusions": ["early", "late", "tfn", "lmf"],
+        "transfers": ["source-only", "dann", "mixup"],
+        "seeds": [0, 1, 2],
+        "tasks": ["default"],
+    },
+    "full": {
+        "fusions": ["early", "late", "hierarchical", "tfn", "lmf", "nuclear"],
+        "transfers": ["source-only", "finetune", "iw", "dann", "coral", "mmd", "mixup"],
+        "seeds": [0, 1, 2],
+        "tasks": ["default", "speakers", "sklearn"],
+    },
+}
+
+COLUMNS = [
+    "task",
+    "fusion",
+    "transfer",
+    "seed",
+    "target_accuracy",
+    "oracle_target_accuracy",
+    "source_val_accuracy",
+    "selection",
+    "train_seconds",
+    "best_epoch",
+    "epochs_run",
+    "proxy_a_distance",
+    "dataset",
+]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    task: str
+    fusion: str
+    transfer: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}-{self.fusion}-{self.transfer}-seed{self.seed}"
+
+
+def grid(
+    fusions: Iterable[str], transfers: Iterable[str], seeds: Iterable[int], tasks: Iterable[str]
+) -> list[RunSpec]:
+    return [RunSpec(t, f, m, s) for t in tasks for f in fusions for m in transfers for s in seeds]
+
+
+def finished(out: Path, spec: RunSpec) -> bool:
+    return (out / "runs" / spec.name / "metrics.json").exists()
+
+
+def collect_rows(out: Path) -> list[dict[str, Any]]:
+    """One row per finished run folder, in a stable order."""
+    rows = []
+    for path in sorted((out / "runs").glob("*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        rows.append(metrics)
+    return rows
+
+
+def write_results(out: Path) -> Path:
+    """Rewrite ``results.csv`` from the finished run folders (atomically)."""
+    rows = collect_rows(out)
+    extra = sorted(
+        {k for row in rows for k in row if k not in COLUMNS and not isinstance(row[k], (list, dict))}
+    )
+    path = out / "results.csv"
+    partial = out / ".results.csv.partial"
+    with open(partial, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS + extra, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    partial.replace(path)
+    return path
+
+
+def _run_one(spec: RunSpec, base: dict[str, Any], run_dir: str) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from crossfuse.config import load_config
+    from crossfuse.runner import run_experiment
+
+    values = dict(base, task=spec.task, fusion=spec.fusion, transfer=spec.transfer, seed=spec.seed)
+    if values.get("data", "av-digits") != "av-digits":
+        values.pop("task")
+    config = load_config(None, values)
+    lines: list[str] = []
+    metrics = run_experiment(config, Path(run_dir), log=lines.append)
+    (Path(run_dir) / "log.txt").write_text("\n".join(lines) + "\n")
+    return metrics
+
+
+def run_grid(
+    specs: list[RunSpec],
+    out: Path,
+    base: dict[str, Any],
+    jobs: int = 1,
+    log: Callable[[str], None] = print,
+) -> list[RunSpec]:
+    """Run every unfinished spec (``jobs`` processes at a time); return the specs that were run."""
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in specs if not finished(out, s)]
+    log(
+        f"{len(specs) - len(todo)} of {len(specs)} runs already finished; {len(todo)} to run with {jobs} process(es)"
+    )
+    if not todo:
+        write_results(out)
+        return []
+    if jobs <= 1:
+        for i, spec in enumerate(todo, 1):
+            metrics = _run_one(spec, base, str(out / "runs" / spec.name))
+            write_results(out)
+            log(f"[{i}/{len(todo)}] {spec.name}: target {metrics['target_accuracy']:.4f}")
+        return todo
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_run_one, s, base, str(out / "runs" / s.name)): s for s in todo}
+        for i, future in enumerate(as_completed(futures), 1):
+            spec = futures[future]
+            metrics = future.result()
+            write_results(out)
+            log(f"[{i}/{len(todo)}] {spec.name}: target {metrics['target_accuracy']:.4f}")
+    return todo
+
+
+def resolve_suite(
+    suite: str,
+    fusions: list[str] | None,
+    transfers: list[str] | None,
+    seeds: list[int] | None,
+    tasks: list[str] | None,
+) -> list[RunSpec]:
+    if suite not in SUITES:
+        raise ConfigError(f"suite {suite!r}: unknown (choose from {', '.join(SUITES)})")
+    chosen = SUITES[suite]
+    return grid(
+        fusions or chosen["fusions"],
+        transfers or chosen["transfers"],
+        seeds or chosen["seeds"],
+        tasks or chosen["tasks"],
+    )

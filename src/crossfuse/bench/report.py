@@ -1,0 +1,238 @@
+"""``report.md`` and its plots from ``results.csv`` (and, for the feature picture, the run folders)."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from crossfuse.errors import DataError  # noqa: E402
+
+GAIN_THRESHOLD = 0.02
+
+
+def read_results(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"{path}: missing file (run 'crossfuse bench' first)")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    required = {
+        "task",
+        "fusion",
+        "transfer",
+        "seed",
+        "target_accuracy",
+        "oracle_target_accuracy",
+        "source_val_accuracy",
+    }
+    if rows and not required <= set(rows[0]):
+        raise DataError(f"{path}: missing columns {sorted(required - set(rows[0]))}")
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def _number(row: dict, key: str) -> float:
+    try:
+        return float(row[key])
+    except (KeyError, TypeError, ValueError):
+        return float("nan")
+
+
+def summarise(rows: list[dict]) -> dict[tuple[str, str, str], dict[str, np.ndarray]]:
+    """``(task, fusion, transfer) -> metric -> values over seeds``."""
+    groups: dict = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        key = (row["task"], row["fusion"], row["transfer"])
+        for metric in (
+            "target_accuracy",
+            "oracle_target_accuracy",
+            "source_val_accuracy",
+            "proxy_a_distance",
+            "train_seconds",
+        ):
+            groups[key][metric].append(_number(row, metric))
+        groups[key]["seed"].append(row["seed"])
+    return {k: {m: np.array(v) for m, v in d.items()} for k, d in groups.items()}
+
+
+def _pm(values: np.ndarray, scale: float = 100.0, digits: int = 1) -> str:
+    values = values[~np.isnan(values.astype(float))] if values.dtype != object else values
+    if len(values) == 0:
+        return "–"
+    return f"{scale * values.mean():.{digits}f} ± {scale * values.std():.{digits}f}"
+
+
+def gains(summary) -> dict[tuple[str, str], dict[str, float]]:
+    """``(task, fusion) -> transfer -> mean target gain over source-only`` (label-free selection)."""
+    result: dict = defaultdict(dict)
+    for (task, fusion, transfer), metrics in summary.items():
+        baseline = summary.get((task, fusion, "source-only"))
+        if baseline is not None and transfer != "source-only":
+            result[(task, fusion)][transfer] = (
+                metrics["target_accuracy"].mean() - baseline["target_accuracy"].mean()
+            )
+    return result
+
+
+def plot_gains(gain_table, path: Path) -> None:
+    keys = sorted(gain_table)
+    transfers = sorted({t for g in gain_table.values() for t in g})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(keys) + 2), 4))
+    width = 0.8 / max(1, len(transfers))
+    for i, transfer in enumerate(transfers):
+        values = [100 * gain_table[k].get(transfer, np.nan) for k in keys]
+        ax.bar(np.arange(len(keys)) + i * width, values, width, label=transfer)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axhline(100 * GAIN_THRESHOLD, color="grey", linestyle="--", linewidth=0.8, label="+2 points")
+    ax.set_xticks(np.arange(len(keys)) + width * (len(transfers) - 1) / 2)
+    ax.set_xticklabels([f"{fusion}\n({task})" for task, fusion in keys])
+    ax.set_xlabel("fusion (task)")
+    ax.set_ylabel("target accuracy gain over source-only (points)")
+    ax.set_title("Gain of each transfer method over source-only (label-free selection, mean over seeds)")
+    ax.legend(title="transfer", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_a_distance(summary, path: Path) -> None:
+    keys = sorted(summary)
+    values = [np.nanmean(summary[k]["proxy_a_distance"]) for k in keys]
+    fig, ax = plt.subplots(figsize=(7, max(3, 0.3 * len(keys) + 1)))
+    ax.barh(np.arange(len(keys)), values, color="tab:purple")
+    ax.set_yticks(np.arange(len(keys)))
+    ax.set_yticklabels([f"{t} / {f} / {m}" for t, f, m in keys], fontsize=8)
+    ax.set_xlabel("proxy A-distance of fused features (0 = domains indistinguishable, 2 = separable)")
+    ax.set_title("Source-target distance after training, per combination")
+    ax.set_xlim(0, 2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def ablation_rows(rows: list[dict]) -> dict[str, tuple[float, dict[str, float]]]:
+    """``fusion -> (full target accuracy, modality -> accuracy without it)`` for source-only runs."""
+    table: dict = {}
+    for fusion in sorted({r["fusion"] for r in rows}):
+        chosen = [r for r in rows if r["fusion"] == fusion and r["transfer"] == "source-only"]
+        columns = sorted({k for r in chosen for k in r if k.startswith("target_accuracy_without_") and r[k]})
+        if not chosen or not columns:
+            continue
+        full = float(np.mean([_number(r, "target_accuracy") for r in chosen]))
+        table[fusion] = (
+            full,
+            {
+                c.removeprefix("target_accuracy_without_"): float(np.nanmean([_number(r, c) for r in chosen]))
+                for c in columns
+            },
+        )
+    return table
+
+
+def plot_ablation(table, path: Path) -> None:
+    fusions = sorted(table)
+    modalities = sorted({m for _, without in table.values() for m in without})
+    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(fusions) + 2), 4))
+    width = 0.8 / (len(modalities) + 1)
+    ax.bar(np.arange(len(fusions)), [100 * table[f][0] for f in fusions], width, label="all modalities")
+    for i, m in enumerate(modalities, 1):
+        ax.bar(
+            np.arange(len(fusions)) + i * width,
+            [100 * table[f][1].get(m, np.nan) for f in fusions],
+            width,
+            label=f"without {m}",
+        )
+    ax.set_xticks(np.arange(len(fusions)) + width * len(modalities) / 2)
+    ax.set_xticklabels(fusions)
+    ax.set_xlabel("fusion (source-only)")
+    ax.set_ylabel("target accuracy (%)")
+    ax.set_title("Per-modality ablation: each modality removed at test time")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_report(out: Path, feature_picture: bool = True) -> Path:
+    """Write ``out/report.md`` and its plots from ``out/results.csv``; return the report's path."""
+    rows = read_results(out / "results.csv")
+    summary = summarise(rows)
+    gain_table = gains(summary)
+    lines = [
+        "# crossfuse benchmark report",
+        "",
+        f"{len(rows)} runs from `{out / 'results.csv'}`. Target accuracy is the checkpoint chosen without target "
+        f"labels (selection: {', '.join(sorted({r['selection'] for r in rows}))}); **oracle** is the best epoch "
+        "by target labels, shown only for reference. Values are mean ± standard deviation over seeds, in %.",
+        "",
+        "| task | fusion | transfer | seeds | target acc | oracle target acc | source-val acc | proxy A-dist | s/run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key in sorted(summary):
+        m = summary[key]
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {len(m['seed'])} | {_pm(m['target_accuracy'])} | "
+            f"{_pm(m['oracle_target_accuracy'])} | {_pm(m['source_val_accuracy'])} | "
+            f"{_pm(m['proxy_a_distance'], 1.0, 2)} | {np.nanmean(m['train_seconds']):.0f} |"
+        )
+    lines += ["", "## Gain over source-only", ""]
+    if gain_table:
+        transfers = sorted({t for g in gain_table.values() for t in g})
+        lines += [
+            "| task | fusion | " + " | ".join(transfers) + " |",
+            "| --- | --- |" + " --- |" * len(transfers),
+        ]
+        for key in sorted(gain_table):
+            cells = [f"{100 * gain_table[key][t]:+.1f}" if t in gain_table[key] else "–" for t in transfers]
+            lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+        winners = [(g, t, k) for k, d in gain_table.items() for t, g in d.items() if g >= GAIN_THRESHOLD]
+        lines.append("")
+        if winners:
+            best = max(winners)
+            lines.append(
+                f"{len(winners)} combination(s) beat source-only by 2 points or more; the largest gain is "
+                f"{100 * best[0]:+.1f} points, {best[1]} with {best[2][1]} fusion on task {best[2][0]}."
+            )
+        else:
+            lines.append("No transfer method beats source-only by 2 points or more on this grid.")
+        plot_gains(gain_table, out / "gains.png")
+        lines += ["", "![gains](gains.png)"]
+    else:
+        lines.append("No source-only baseline in the grid, so no gains can be computed.")
+    plot_a_distance(summary, out / "a_distance.png")
+    lines += ["", "## Proxy A-distance", "", "![proxy A-distance](a_distance.png)"]
+    ablation = ablation_rows(rows)
+    if ablation:
+        plot_ablation(ablation, out / "ablation.png")
+        lines += [
+            "",
+            "## Per-modality ablation (source-only models, target accuracy in %)",
+            "",
+            "| fusion | all | "
+            + " | ".join(f"without {m}" for m in sorted(next(iter(ablation.values()))[1]))
+            + " |",
+            "| --- | --- |" + " --- |" * len(next(iter(ablation.values()))[1]),
+        ]
+        for fusion, (full, without) in sorted(ablation.items()):
+            lines.append(
+                f"| {fusion} | {100 * full:.1f} | "
+                + " | ".join(f"{100 * v:.1f}" for _, v in sorted(without.items()))
+                + " |"
+            )
+        lines += ["", "![ablation](ablation.png)"]
+    if feature_picture:
+        from crossfuse.bench.features_picture import feature_picture as draw
+
+        caption = draw(out, rows, gain_table)
+        if caption:
+            lines += ["", "## Features before and after adaptation", "", caption, "", "![t-SNE](tsne.png)"]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
