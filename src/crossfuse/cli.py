@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -49,6 +50,8 @@ def run(
     """Train one fusion x transfer combination and report source-validation and target accuracy."""
     from crossfuse.config import load_config
     from crossfuse.runner import run_experiment
+    from crossfuse.train.distributed import distributed_context
+    from crossfuse.train.loop import Interrupted
 
     overrides = dict(
         data=data,
@@ -69,9 +72,15 @@ def run(
         log_lines.append(line)
         typer.echo(line, err=True)
 
-    metrics = run_experiment(settings, out, log=log)
-    if out is not None:
-        (Path(out) / "log.txt").write_text("\n".join(log_lines) + "\n")
+    try:
+        metrics = run_experiment(settings, out, log=log)
+    except Interrupted as stop:
+        where = f"; the checkpoint in {out} resumes it: run the same command again" if out else ""
+        typer.echo(f"crossfuse: interrupted by {stop}{where}", err=True)
+        sys.exit(128 + stop.signal_number)
+    if out is not None and distributed_context()[0] == 0:
+        with open(Path(out) / "log.txt", "a") as handle:
+            handle.write("\n".join(log_lines) + "\n")
     typer.echo(
         f"source-val accuracy {metrics['source_val_accuracy']:.4f}  "
         f"target accuracy {metrics['target_accuracy']:.4f} (selected by {metrics['selection']})  "
@@ -79,6 +88,64 @@ def run(
     )
     if out is None:
         typer.echo(json.dumps(metrics, indent=2))
+
+
+@app.command()
+def bench(
+    suite: Annotated[str, typer.Option(help="quick or full.")] = "quick",
+    out: Annotated[
+        Path, typer.Option(help="Benchmark folder; rerunning with the same folder resumes.")
+    ] = Path("runs/bench"),
+    data: Annotated[str, typer.Option(help="av-digits or a bring-your-own-data folder.")] = "av-digits",
+    source: Annotated[str, typer.Option(help="Source domains (for a folder).")] = None,
+    target: Annotated[str, typer.Option(help="Target domains (for a folder).")] = None,
+    fusions: Annotated[str, typer.Option(help="Comma-separated fusions (default: the suite's).")] = None,
+    transfers: Annotated[str, typer.Option(help="Comma-separated transfers (default: the suite's).")] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds (default: 0,1,2).")] = None,
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks (default: the suite's).")] = None,
+    jobs: Annotated[int, typer.Option(help="Runs at a time, each its own process.")] = 2,
+    epochs: Annotated[int, typer.Option(help="Most epochs per run.")] = None,
+) -> None:
+    """Run a fusion x transfer x seed x task grid, then write results.csv and report.md with plots."""
+    from crossfuse.bench.grid import resolve_suite, run_grid
+    from crossfuse.bench.report import build_report
+    from crossfuse.config import load_config
+    from crossfuse.runner import check_names
+
+    specs = resolve_suite(
+        suite,
+        _split(fusions),
+        _split(transfers),
+        [int(s) for s in _split(seeds)] if seeds else None,
+        _split(tasks),
+    )
+    if data != "av-digits":
+        specs = list({(s.fusion, s.transfer, s.seed): s for s in specs}.values())
+    from crossfuse.bench.grid import suite_settings
+
+    base = suite_settings(suite) | {
+        "data": data,
+        "source": _split(source),
+        "target": _split(target),
+        "epochs": epochs,
+    }
+    base = {k: v for k, v in base.items() if v is not None}
+    for spec in specs:  # refuse a bad name before any run starts
+        check_names(load_config(None, dict(base, fusion=spec.fusion, transfer=spec.transfer)))
+    started = time.perf_counter()
+    run_grid(specs, out, base, jobs=jobs, log=lambda line: typer.echo(line, err=True))
+    report = build_report(out)
+    typer.echo(
+        f"{len(specs)} runs in {out / 'results.csv'}; report {report} ({time.perf_counter() - started:.0f} s)"
+    )
+
+
+@app.command()
+def report(out: Annotated[Path, typer.Argument(help="A benchmark folder holding results.csv.")]) -> None:
+    """Rebuild report.md and its plots from an existing results.csv."""
+    from crossfuse.bench.report import build_report
+
+    typer.echo(f"report written to {build_report(out)}")
 
 
 @datasets_app.command("list")

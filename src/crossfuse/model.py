@@ -55,6 +55,7 @@ class MultimodalModel(nn.Module):
         self.fusion_name = fusion
         self.normalizers = nn.ModuleDict({m: Standardize(tuple(sample_shapes[m])) for m in names})
         if not getattr(fusion_cls, "uses_encoders", True):
+            options.setdefault("dropout", dropout)
             self.encoders = nn.ModuleDict({m: nn.Flatten() for m in names})
             input_dims = {m: math.prod(sample_shapes[m]) for m in names}
         else:
@@ -63,7 +64,9 @@ class MultimodalModel(nn.Module):
                 # Keep prod(d_m + 1) * hidden_dim near 2**20 weights so TFN stays trainable on a CPU.
                 budget = (2**20 / hidden_dim) ** (1 / len(names))
                 encoder_dim = max(4, min(hidden_dim, int(budget) - 1))
-            self.encoders = nn.ModuleDict({m: encoder_for(m, sample_shapes[m], encoder_dim) for m in names})
+            self.encoders = nn.ModuleDict(
+                {m: encoder_for(m, sample_shapes[m], encoder_dim, dropout) for m in names}
+            )
             input_dims = {m: encoder_dim for m in names}
         self.decision_level = fusion == "late" and options.get("mode") == "decision"
         fused_dim = n_classes if self.decision_level else hidden_dim

@@ -20,6 +20,8 @@ from crossfuse.evaluation.a_distance import proxy_a_distance
 from crossfuse.evaluation.density_ratio import DensityRatio
 from crossfuse.evaluation.selection import NEEDS_WEIGHTS, SELECTION_CRITERIA
 from crossfuse.model import MultimodalModel
+from crossfuse.train.checkpoint import CHECKPOINT
+from crossfuse.train.distributed import distributed_context
 from crossfuse.train.loop import TrainSettings, accuracy, predict, train
 from crossfuse.transfer import TRANSFERS
 
@@ -77,9 +79,48 @@ def build_method(config: RunConfig):
         raise ConfigError(f"transfer_options for {config.transfer!r}: {error}") from None
 
 
+def atomic_text(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def claim_run_folder(out: Path, config: RunConfig, rank: int) -> dict | None:
+    """Prepare ``out`` for ``config``: the finished metrics if this exact run already finished there, else
+    ``None``. A folder holding a different run's settings is refused, so nothing finished is overwritten."""
+    settings = yaml.safe_dump(config.model_dump(), sort_keys=True)
+    saved = out / "config.yaml"
+    if saved.exists():
+        if saved.read_text() != settings:
+            old = yaml.safe_load(saved.read_text()) or {}
+            changed = sorted(
+                k for k in set(old) | set(config.model_dump()) if old.get(k) != config.model_dump().get(k)
+            )
+            raise ConfigError(
+                f"{out}: holds a run with other settings ({', '.join(changed)} differ); choose another --out"
+            )
+        if (out / "metrics.json").exists():
+            return json.loads((out / "metrics.json").read_text())
+    elif rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_text(saved, settings)
+    return None
+
+
 def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], None] = print) -> dict:
-    """Run ``config``; write the run folder to ``out`` (if given) and return the metrics."""
+    """Run ``config``; write the run folder to ``out`` (if given) and return the metrics.
+
+    With ``out``, a run that already finished there is not repeated (its metrics are returned), and an
+    interrupted one resumes from its checkpoint. Under torchrun, training is distributed and only rank 0
+    writes.
+    """
     check_names(config)
+    rank, world_size = distributed_context()
+    if out is not None:
+        finished = claim_run_folder(Path(out), config, rank)
+        if finished is not None:
+            log(f"{out}: this run already finished; not repeating it")
+            return finished
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)  # noqa: NPY002 - seeds code that draws from numpy's global generator
@@ -94,7 +135,12 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
     shapes = {m: x.shape[1:] for m, x in dataset.modalities.items()}
     try:
         model = MultimodalModel(
-            shapes, dataset.n_classes, config.fusion, config.hidden_dim, fusion_options=config.fusion_options
+            shapes,
+            dataset.n_classes,
+            config.fusion,
+            config.hidden_dim,
+            dropout=config.dropout,
+            fusion_options=config.fusion_options,
         )
     except TypeError as error:
         raise ConfigError(f"fusion_options for {config.fusion!r}: {error}") from None
@@ -136,8 +182,9 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
         (rows(target_test), labels[target_test]),
         settings,
         seed=config.seed,
-        log=log,
+        log=log if rank == 0 else (lambda line: None),
         val_weights=val_weights,
+        checkpoint_dir=Path(out) if out is not None else None,
     )
     if shots is not None:
         source_train = (rows(split.source_train), labels[split.source_train])
@@ -171,11 +218,11 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
         "n_target_shots": 0 if shots is None else len(shots),
         "proxy_a_distance": round(proxy_a_distance(source_features, target_features, config.seed), 4),
         **{f"target_accuracy_without_{m}": value for m, value in ablation.items()},
-        "world_size": 1,
+        "world_size": world_size,
         "torch": torch.__version__,
         "machine": platform.machine(),
     }
-    if out is not None:
+    if out is not None and rank == 0:
         write_run_folder(Path(out), config, metrics, result.history, model)
     return metrics
 
@@ -183,15 +230,9 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
 def write_run_folder(out: Path, config: RunConfig, metrics: dict, history: list[dict], model) -> None:
     """Write the run folder; each file goes to a temporary name first, so none is ever half-written."""
     out.mkdir(parents=True, exist_ok=True)
-
-    def atomic_text(name: str, text: str) -> None:
-        partial = out / f".{name}.partial"
-        partial.write_text(text)
-        partial.replace(out / name)
-
-    atomic_text("config.yaml", yaml.safe_dump(config.model_dump(), sort_keys=True))
-    atomic_text("history.json", json.dumps(history, indent=2))
+    atomic_text(out / "history.json", json.dumps(history, indent=2))
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / ".model.safetensors.partial"), metadata={"fusion": config.fusion})
     (out / ".model.safetensors.partial").replace(out / "model.safetensors")
-    atomic_text("metrics.json", json.dumps(metrics, indent=2))
+    atomic_text(out / "metrics.json", json.dumps(metrics, indent=2))  # last: its presence means finished
+    (out / CHECKPOINT).unlink(missing_ok=True)

@@ -108,14 +108,12 @@ def test_mixup_training_loss_by_hand():
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     method = DomainMixup(target_labels="none")
     torch.manual_seed(5)
-    loss = method.training_loss(model, source, labels, target, 0.0)
+    loss = method.training_loss(model, source, labels, target, 0.3)
     torch.manual_seed(5)
     lam = method.sample_lambda(6)
     mixed_logits = model({"x": mix(source["x"], target["x"], lam)})
-    expected = (
-        F.cross_entropy(model(source), labels)
-        + (lam * F.cross_entropy(mixed_logits, labels, reduction="none")).mean()
-    )
+    mixed_loss = (lam * F.cross_entropy(mixed_logits, labels, reduction="none")).mean()
+    expected = F.cross_entropy(model(source), labels) + dann_lambda(0.3) * mixed_loss
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 

@@ -168,11 +168,13 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
     lines = [
         "# crossfuse benchmark report",
         "",
-        f"{len(rows)} runs from `{out / 'results.csv'}`. Target accuracy is the checkpoint chosen without target "
-        f"labels (selection: {', '.join(sorted({r['selection'] for r in rows}))}); **oracle** is the best epoch "
-        "by target labels, shown only for reference. Values are mean ± standard deviation over seeds, in %.",
+        f"{len(rows)} runs from `{out / 'results.csv'}`. Target accuracy is the checkpoint chosen without "
+        f"target labels (selection: {', '.join(sorted({r['selection'] for r in rows}))}); **oracle** is the "
+        "best epoch by target labels, shown only for reference. Values are mean ± standard deviation over "
+        "seeds, in %.",
         "",
-        "| task | fusion | transfer | seeds | target acc | oracle target acc | source-val acc | proxy A-dist | s/run |",
+        "| task | fusion | transfer | seeds | target acc | oracle target acc | source-val acc | proxy A-dist "
+        "| s/run |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key in sorted(summary):

@@ -10,7 +10,7 @@ from crossfuse.encoders.vector import VectorEncoder
 from crossfuse.errors import DataError
 
 
-def encoder_for(name: str, sample_shape: Sequence[int], output_dim: int = 64) -> nn.Module:
+def encoder_for(name: str, sample_shape: Sequence[int], output_dim: int = 64, dropout: float = 0.1) -> nn.Module:
     """The encoder for one modality from the shape of one sample.
 
     ``(d,)`` -> :class:`VectorEncoder`, ``(T, F)`` -> :class:`SequenceEncoder`,
@@ -18,11 +18,11 @@ def encoder_for(name: str, sample_shape: Sequence[int], output_dim: int = 64) ->
     """
     shape = tuple(int(s) for s in sample_shape)
     if len(shape) == 1:
-        return VectorEncoder(shape[0], output_dim)
+        return VectorEncoder(shape[0], output_dim, dropout=dropout)
     if len(shape) == 2:
-        return SequenceEncoder(shape[1], output_dim)
+        return SequenceEncoder(shape[1], output_dim, dropout=dropout)
     if len(shape) == 3:
-        return ImageEncoder(shape[0], output_dim)
+        return ImageEncoder(shape[0], output_dim, dropout=dropout)
     raise DataError(
         f"modality {name!r}: samples of shape {shape} are not supported "
         "(use (d,) vectors, (T, F) sequences or (C, H, W) images)"

@@ -7,8 +7,9 @@ from torch import nn
 class ImageEncoder(nn.Module):
     """Small CNN for ``(batch, C, H, W)`` images.
 
-    Two blocks of 3x3 convolution + ReLU + 2x2 max-pooling (``C -> 16 -> 32`` channels, enough for digit-sized images and cheap on a CPU), an adaptive
-    average pool to 4x4 (so any image size works), then ``ReLU(W vec(h) + b)`` to ``output_dim``.
+    Two blocks of 3x3 convolution + ReLU + 2x2 max-pooling (``C -> 16 -> 32`` channels: enough for
+    digit-sized images and cheap on a CPU), an adaptive average pool to 4x4 (so any image size works),
+    then ``ReLU(W vec(h) + b)`` to ``output_dim``.
     """
 
     def __init__(self, in_channels: int, output_dim: int = 64, dropout: float = 0.1) -> None:

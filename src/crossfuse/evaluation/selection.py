@@ -42,18 +42,20 @@ def selection_scores(
     target: Mapping[str, np.ndarray],
     predict: Callable,
     val_weights: np.ndarray | None = None,
+    with_entropy: bool = True,
 ) -> dict[str, float]:
-    """Every criterion of :data:`SELECTION_CRITERIA` (``iwv``/``dev`` only with ``val_weights``)."""
+    """The criteria of :data:`SELECTION_CRITERIA` (``iwv``/``dev`` only with ``val_weights``; ``entropy``,
+    which needs a pass over the target data, only ``with_entropy``)."""
     val_probabilities, _ = predict(model, source_val[0])
-    target_probabilities, _ = predict(model, target)
     val_labels = source_val[1]
     correct = (val_probabilities.argmax(1) == val_labels).astype(np.float64)
     losses = -np.log(np.clip(val_probabilities[np.arange(len(val_labels)), val_labels], 1e-12, 1))
     scores = {
         "source-val": float(correct.mean()),
         "source_val_accuracy": float(correct.mean()),
-        "entropy": -mean_entropy(target_probabilities),
     }
+    if with_entropy:
+        scores["entropy"] = -mean_entropy(predict(model, target)[0])
     if val_weights is not None:
         scores["iwv"] = float((val_weights * correct).sum() / val_weights.sum())
         scores["dev"] = -dev_risk(losses, val_weights)

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from crossfuse.evaluation.selection import SELECTION_CRITERIA, selection_scores
 from crossfuse.model import MultimodalModel
+from crossfuse.train.checkpoint import CHECKPOINT, load_checkpoint, prefixed, save_checkpoint
 from crossfuse.transfer.base import TransferMethod
 
 Arrays = Mapping[str, np.ndarray]
@@ -26,8 +32,9 @@ class TrainSettings:
     for ``patience`` epochs. Methods that use the target stream follow a schedule over the whole run (the
     DANN warm-up, the learning-rate decay), so by default (``early_stopping=None``) they run every epoch.
     Either way the checkpoint with the best score is kept, ties going to the later epoch: a saturated
-    source-validation accuracy then picks the most trained (most adapted) model. ``batch_size`` is capped at a quarter of the
-    source training set so small data sets still get several steps per epoch.
+    source-validation accuracy then picks the most trained (most adapted) model. ``batch_size`` is capped at
+    a quarter of the source training set and an epoch has at least ``min_steps_per_epoch`` steps, so small
+    data sets still get enough updates.
     """
 
     epochs: int = 40
@@ -74,6 +81,58 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float((probabilities.argmax(1) == labels).mean())
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGTERM or SIGINT after writing a checkpoint; the same command resumes it."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+
+
+class StopRequests:
+    """Turns SIGTERM and SIGINT into a flag that the loop checks between steps (main thread only)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> StopRequests:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame) -> None:
+        self.received = number
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
+class TrainingObjective(nn.Module):
+    """Model and transfer method as one module whose forward is the training loss, so that
+    DistributedDataParallel sees every parameter that a step uses."""
+
+    def __init__(self, model: MultimodalModel, method: TransferMethod) -> None:
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, source, labels, target, progress: float) -> torch.Tensor:
+        return self.method.training_loss(self.model, source, labels, target, progress) + self.model.penalty()
+
+
+def epoch_plan(n: int, batch: int, steps: int, seed: int, epoch: int, stream: int) -> torch.Tensor:
+    """Row indices ``(steps, batch)`` of one epoch: consecutive permutations from a generator seeded by
+    (seed, epoch, stream), so any epoch can be replayed exactly on resume."""
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 2 + stream)
+    needed = steps * batch
+    order = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(needed / n))])
+    return order[:needed].view(steps, batch)
+
+
 def train(
     model: MultimodalModel,
     method: TransferMethod,
@@ -85,16 +144,24 @@ def train(
     seed: int,
     log: Callable[[str], None] = print,
     val_weights: np.ndarray | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> TrainResult:
     """Train ``model`` with ``method``; leave in it the weights of the best epoch by ``settings.selection``.
 
     ``target_test`` labels are used only to record the oracle accuracy of every epoch in the history;
     they never influence training or the choice of epoch. ``val_weights`` (``p_t / p_s`` of the source
     validation rows) enable the ``iwv`` and ``dev`` criteria.
+
+    With ``checkpoint_dir``, a checkpoint is written there after every epoch and when SIGTERM or SIGINT
+    arrives (then :class:`Interrupted` is raised); a checkpoint found there is resumed, and the result is
+    the same as an uninterrupted run. Under ``torch.distributed`` each of the N processes takes every
+    N-th row of the same global batch and DistributedDataParallel averages the gradients, so N processes
+    train the model one process would; only rank 0 writes.
     """
     if settings.selection not in SELECTION_CRITERIA:
         raise ValueError(f"unknown selection {settings.selection!r}")
-    generator = torch.Generator().manual_seed(seed)
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     torch.manual_seed(seed)
     early_stopping = (
         settings.early_stopping if settings.early_stopping is not None else not method.uses_target
@@ -102,67 +169,98 @@ def train(
     source_inputs, source_labels = source
     n_source = len(source_labels)
     n_target = len(next(iter(target.values())))
-    batch = max(2, min(settings.batch_size, n_source // 4 or 2))
+    batch = max(2 * world, min(settings.batch_size, n_source // 4 or 2))
+    batch -= batch % world
     steps_per_epoch = max(math.ceil(n_source / batch), settings.min_steps_per_epoch)
     total_steps = steps_per_epoch * settings.epochs
     labels_tensor = torch.from_numpy(source_labels)
-    parameters = list(model.parameters()) + list(method.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    objective = TrainingObjective(model, method)
+    trainer = DistributedDataParallel(objective) if distributed else objective
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=total_steps, eta_min=settings.lr / 20
     )
 
-    def batches(n: int):
-        while True:
-            yield from torch.randperm(n, generator=generator).split(batch)
+    state = {
+        "epoch": 0,
+        "step_in_epoch": 0,
+        "losses": [],
+        "best_score": -math.inf,
+        "best_epoch": 0,
+        "stale": 0,
+        "history": [],
+        "seconds": 0.0,
+    }
+    best_state = None
+    checkpoint = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
+    if checkpoint is not None and checkpoint.exists():
+        tensors, state, optimizer_state = load_checkpoint(checkpoint)
+        objective.load_state_dict(prefixed(tensors, "objective"))
+        optimizer.load_state_dict(optimizer_state)
+        scheduler.load_state_dict(state.pop("scheduler"))
+        torch.set_rng_state(tensors["rng.torch"])
+        best_state = prefixed(tensors, "best") or None
+        log(f"resumed from {checkpoint} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
 
-    source_stream, target_stream = batches(n_source), batches(n_target)
-    best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
-    history: list[dict] = []
-    started = time.perf_counter()
-    step = 0
-    model.train()
-    method.train()
-    for epoch in range(1, settings.epochs + 1):
-        losses = []
-        for _ in range(steps_per_epoch):
-            rows = next(source_stream)
-            if len(rows) < 2:
-                rows = next(source_stream)
-            target_rows = next(target_stream)
-            loss = method.training_loss(
-                model,
-                to_tensors(source_inputs, rows.numpy()),
-                labels_tensor[rows],
-                to_tensors(target, target_rows.numpy()),
-                progress=step / total_steps,
+    def write_checkpoint() -> None:
+        if checkpoint is None or rank != 0:
+            return
+        modules = {"objective": objective} | ({"best": best_state} if best_state is not None else {})
+        save_checkpoint(checkpoint_dir, modules, optimizer, state | {"scheduler": scheduler.state_dict()})
+
+    started = time.perf_counter() - state["seconds"]
+    objective.train()
+    with StopRequests() as stop:
+        while state["epoch"] < settings.epochs:
+            epoch = state["epoch"] + 1
+            source_plan = epoch_plan(n_source, batch, steps_per_epoch, seed, epoch, 0)
+            target_plan = epoch_plan(n_target, batch, steps_per_epoch, seed, epoch, 1)
+            while state["step_in_epoch"] < steps_per_epoch:
+                if stop.received is not None:
+                    state["seconds"] = time.perf_counter() - started
+                    write_checkpoint()
+                    raise Interrupted(stop.received)
+                k = state["step_in_epoch"]
+                rows = source_plan[k][rank::world]
+                target_rows = target_plan[k][rank::world]
+                step = (epoch - 1) * steps_per_epoch + k
+                loss = trainer(
+                    to_tensors(source_inputs, rows.numpy()),
+                    labels_tensor[rows],
+                    to_tensors(target, target_rows.numpy()),
+                    step / total_steps,
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                state["losses"].append(loss.item())
+                state["step_in_epoch"] += 1
+            scores = selection_scores(
+                model, source_val, target, predict, val_weights, with_entropy=settings.selection == "entropy"
             )
-            loss = loss + model.penalty()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            step += 1
-        scores = selection_scores(model, source_val, target, predict, val_weights)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), **scores}
-        if target_test is not None:
-            record["target_accuracy"] = accuracy(predict(model, target_test[0])[0], target_test[1])
-        history.append(record)
-        score = scores[settings.selection]
-        improved = score > best_score + 1e-9
-        stale = 0 if improved else stale + 1
-        if score >= best_score - 1e-9:  # ties go to the later, longer-trained epoch
-            best_score, best_epoch = max(score, best_score), epoch
-            best_state = copy.deepcopy(model.state_dict())
-        log(
-            f"epoch {epoch:3d}  loss {record['train_loss']:.4f}"
-            + f"  source-val acc {scores['source_val_accuracy']:.4f}"
-            + (f"  target acc {record['target_accuracy']:.4f}" if "target_accuracy" in record else "")
-            + ("  *" if improved else "")
-        )
-        if early_stopping and stale >= settings.patience:
-            break
+            record = {"epoch": epoch, "train_loss": float(np.mean(state["losses"])), **scores}
+            if target_test is not None:
+                record["target_accuracy"] = accuracy(predict(model, target_test[0])[0], target_test[1])
+            state["history"].append(record)
+            score = scores[settings.selection]
+            improved = score > state["best_score"] + 1e-9
+            state["stale"] = 0 if improved else state["stale"] + 1
+            if score >= state["best_score"] - 1e-9:  # ties go to the later, longer-trained epoch
+                state["best_score"], state["best_epoch"] = max(score, state["best_score"]), epoch
+                best_state = copy.deepcopy(model.state_dict())
+            log(
+                f"epoch {epoch:3d}  loss {record['train_loss']:.4f}"
+                + f"  source-val acc {scores['source_val_accuracy']:.4f}"
+                + (f"  target acc {record['target_accuracy']:.4f}" if "target_accuracy" in record else "")
+                + ("  *" if improved else "")
+            )
+            state.update(epoch=epoch, step_in_epoch=0, losses=[], seconds=time.perf_counter() - started)
+            if early_stopping and state["stale"] >= settings.patience:
+                break
+            write_checkpoint()
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(best_epoch, len(history), history, time.perf_counter() - started)
+    return TrainResult(
+        state["best_epoch"], len(state["history"]), state["history"], time.perf_counter() - started
+    )

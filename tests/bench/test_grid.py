@@ -1,0 +1,76 @@
+import csv
+import json
+
+import pytest
+
+from crossfuse.bench import grid
+from crossfuse.bench.grid import RunSpec, resolve_suite, run_grid
+from crossfuse.errors import ConfigError
+
+
+def fake_runner(calls, fail_on=None):
+    def run_one(spec, base, run_dir):
+        calls.append(spec.name)
+        if spec.name == fail_on:
+            raise KeyboardInterrupt  # an interruption in the middle of the grid
+        metrics = {
+            "task": spec.task,
+            "fusion": spec.fusion,
+            "transfer": spec.transfer,
+            "seed": spec.seed,
+            "target_accuracy": 0.5,
+            "oracle_target_accuracy": 0.6,
+            "source_val_accuracy": 0.9,
+            "selection": "source-val",
+            "train_seconds": 1.0,
+        }
+        from pathlib import Path
+
+        Path(run_dir).mkdir(parents=True)
+        (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    return run_one
+
+
+def read_rows(out):
+    with open(out / "results.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_finished_runs_are_not_repeated(tmp_path, monkeypatch):
+    specs = grid.grid(["early", "late"], ["source-only"], [0, 1], ["default"])
+    calls = []
+    monkeypatch.setattr(grid, "_run_one", fake_runner(calls))
+    run_grid(specs, tmp_path, {}, jobs=1, log=lambda s: None)
+    assert len(calls) == 4 and len(read_rows(tmp_path)) == 4
+    calls.clear()
+    more = specs + grid.grid(["tfn"], ["source-only"], [0], ["default"])
+    run_grid(more, tmp_path, {}, jobs=1, log=lambda s: None)
+    assert calls == ["default-tfn-source-only-seed0"]
+    assert len(read_rows(tmp_path)) == 5
+
+
+def test_an_interrupted_grid_keeps_every_finished_run(tmp_path, monkeypatch):
+    specs = grid.grid(["early"], ["source-only", "dann", "mixup"], [0], ["default"])
+    calls = []
+    monkeypatch.setattr(grid, "_run_one", fake_runner(calls, fail_on="default-early-mixup-seed0"))
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(specs, tmp_path, {}, jobs=1, log=lambda s: None)
+    rows = read_rows(tmp_path)
+    assert sorted(r["transfer"] for r in rows) == ["dann", "source-only"]
+    calls.clear()
+    monkeypatch.setattr(grid, "_run_one", fake_runner(calls))
+    run_grid(specs, tmp_path, {}, jobs=1, log=lambda s: None)
+    assert calls == ["default-early-mixup-seed0"]
+    assert len(read_rows(tmp_path)) == 3
+
+
+def test_suites():
+    quick = resolve_suite("quick", None, None, None, None)
+    assert len(quick) == 4 * 3 * 3
+    assert {s.transfer for s in quick} == {"source-only", "dann", "mixup"}
+    assert len(resolve_suite("full", None, None, None, None)) == 6 * 7 * 3 * 3
+    assert resolve_suite("quick", ["lmf"], ["dann"], [5], None) == [RunSpec("default", "lmf", "dann", 5)]
+    with pytest.raises(ConfigError, match="suite 'huge'"):
+        resolve_suite("huge", None, None, None, None)

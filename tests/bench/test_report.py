@@ -1,0 +1,84 @@
+import csv
+
+import pytest
+
+from crossfuse.bench.report import build_report
+from crossfuse.errors import DataError
+
+FIELDS = [
+    "task",
+    "fusion",
+    "transfer",
+    "seed",
+    "target_accuracy",
+    "oracle_target_accuracy",
+    "source_val_accuracy",
+    "selection",
+    "train_seconds",
+    "proxy_a_distance",
+    "target_accuracy_without_audio",
+    "target_accuracy_without_image",
+]
+
+
+def write(out, rows):
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def row(fusion, transfer, seed, acc, **extra):
+    base = dict(
+        task="default",
+        fusion=fusion,
+        transfer=transfer,
+        seed=seed,
+        target_accuracy=acc,
+        oracle_target_accuracy=acc + 0.05,
+        source_val_accuracy=0.99,
+        selection="source-val",
+        train_seconds=10,
+        proxy_a_distance=1.5,
+        target_accuracy_without_audio=0.3,
+        target_accuracy_without_image=0.4,
+    )
+    return base | extra
+
+
+def test_report_table_gains_and_plots(tmp_path):
+    write(
+        tmp_path,
+        [
+            row("late", "source-only", 0, 0.70),
+            row("late", "source-only", 1, 0.80),
+            row("late", "dann", 0, 0.85),
+            row("late", "dann", 1, 0.87),
+            row("early", "source-only", 0, 0.90),
+            row("early", "dann", 0, 0.89),
+        ],
+    )
+    text = build_report(tmp_path, feature_picture=False).read_text()
+    assert "| default | late | source-only | 2 | 75.0 ± 5.0 | 80.0 ± 5.0 | 99.0 ± 0.0 |" in text
+    assert "| default | late | dann | 2 | 86.0 ± 1.0 |" in text
+    assert "| default | late | +11.0 |" in text and "| default | early | -1.0 |" in text
+    assert "largest gain is +11.0 points, dann with late fusion" in text
+    assert "| late | 75.0 | 30.0 | 40.0 |" in text
+    for picture in ("gains.png", "a_distance.png", "ablation.png"):
+        assert (tmp_path / picture).stat().st_size > 10_000
+        assert f"]({picture})" in text
+
+
+def test_report_says_so_when_nothing_beats_source_only(tmp_path):
+    write(tmp_path, [row("late", "source-only", 0, 0.80), row("late", "mixup", 0, 0.81)])
+    text = build_report(tmp_path, feature_picture=False).read_text()
+    assert "No transfer method beats source-only by 2 points or more" in text
+
+
+def test_report_refuses_a_missing_or_malformed_results_file(tmp_path):
+    with pytest.raises(DataError, match="results.csv: missing file"):
+        build_report(tmp_path)
+    (tmp_path / "results.csv").write_text("fusion,seed\nlate,0\n")
+    with pytest.raises(DataError, match="missing columns"):
+        build_report(tmp_path)

@@ -1,0 +1,149 @@
+"""Determinism, resume after SIGTERM, finished runs kept, and torchrun against one process."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from crossfuse.config import load_config
+from crossfuse.errors import ConfigError
+from crossfuse.runner import run_experiment
+
+VOLATILE = {"train_seconds"}
+
+
+def stable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in VOLATILE}
+
+
+def options(folder, **extra):
+    return dict(data=str(folder), source=["a"], target=["b"], **extra)
+
+
+def test_same_seed_gives_the_same_numbers(toy_folder, tmp_path):
+    first = run_experiment(
+        load_config(None, options(toy_folder, transfer="dann", epochs=3)), tmp_path / "1", log=str
+    )
+    again = run_experiment(
+        load_config(None, options(toy_folder, transfer="dann", epochs=3)), tmp_path / "2", log=str
+    )
+    other = run_experiment(
+        load_config(None, options(toy_folder, transfer="dann", epochs=3, seed=1)), tmp_path / "3", log=str
+    )
+    assert stable(first) == stable(again)
+    assert stable(first) != stable(other)
+    a, b = (
+        load_file(str(tmp_path / "1" / "model.safetensors")),
+        load_file(str(tmp_path / "2" / "model.safetensors")),
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finished_run_is_not_repeated_and_other_settings_are_refused(toy_folder, tmp_path):
+    out = tmp_path / "run"
+    config = load_config(None, options(toy_folder, epochs=2))
+    first = run_experiment(config, out, log=str)
+    stamp = (out / "metrics.json").stat().st_mtime_ns
+    lines = []
+    assert run_experiment(config, out, log=lines.append) == first
+    assert "already finished" in lines[0]
+    with pytest.raises(ConfigError, match="epochs differ"):
+        run_experiment(load_config(None, options(toy_folder, epochs=3)), out, log=str)
+    assert (out / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def cli(*args, **kwargs):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "crossfuse", *map(str, args)], env=env, **kwargs)
+
+
+def test_sigterm_leaves_a_checkpoint_and_the_resumed_run_matches_an_uninterrupted_one(toy_folder, tmp_path):
+    args = [
+        "run",
+        "--data",
+        toy_folder,
+        "--source",
+        "a",
+        "--target",
+        "b",
+        "--transfer",
+        "dann",
+        "--epochs",
+        12,
+    ]
+    interrupted = tmp_path / "interrupted"
+    process = cli(*args, "--out", interrupted, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = interrupted / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert checkpoint.exists(), "no checkpoint was written"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err
+    assert checkpoint.exists() and not (interrupted / "metrics.json").exists()
+    resumed = cli(*args, "--out", interrupted, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "resumed from" in err
+    straight = tmp_path / "straight"
+    plain = cli(*args, "--out", straight, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = plain.communicate(timeout=300)
+    assert plain.returncode == 0, err
+    a = json.loads((interrupted / "metrics.json").read_text())
+    b = json.loads((straight / "metrics.json").read_text())
+    assert stable(a) == stable(b)
+    assert json.loads((interrupted / "history.json").read_text()) == json.loads(
+        (straight / "history.json").read_text()
+    )
+    assert not checkpoint.exists(), "a finished run keeps its model, not its training checkpoint"
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun"
+)
+def test_two_processes_train_the_model_one_process_trains(toy_folder, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("dropout: 0.0\nepochs: 2\n")
+    args = ["--data", toy_folder, "--source", "a", "--target", "b", "--config", config]
+    one = subprocess.run(
+        [sys.executable, "-m", "crossfuse", "run", *map(str, args), "--out", tmp_path / "one"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert one.returncode == 0, one.stderr
+    torchrun = Path(sys.executable).parent / "torchrun"
+    two = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "crossfuse",
+            "run",
+            *map(str, args),
+            "--out",
+            tmp_path / "two",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = load_file(str(tmp_path / "one" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
