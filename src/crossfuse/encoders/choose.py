@@ -10,7 +10,9 @@ from crossfuse.encoders.vector import VectorEncoder
 from crossfuse.errors import DataError
 
 
-def encoder_for(name: str, sample_shape: Sequence[int], output_dim: int = 64, dropout: float = 0.1) -> nn.Module:
+def encoder_for(
+    name: str, sample_shape: Sequence[int], output_dim: int = 64, dropout: float = 0.1
+) -> nn.Module:
     """The encoder for one modality from the shape of one sample.
 
     ``(d,)`` -> :class:`VectorEncoder`, ``(T, F)`` -> :class:`SequenceEncoder`,
