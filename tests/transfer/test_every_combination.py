@@ -66,24 +66,23 @@ def test_dann_domain_classifier_moves_to_chance_while_source_accuracy_stays_high
     model.fit_normalizers({"x": source})
     method = DANN(gamma=10.0)
     method.setup(model, {"x": 16, "fused": 16})
-    optimizer = torch.optim.Adam(list(model.parameters()) + list(method.parameters()), lr=3e-3)
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(method.parameters()), lr=1e-3)
     xs, xt, ys = torch.from_numpy(source), torch.from_numpy(target), torch.from_numpy(labels)
-    steps, accuracies = 400, []
-    early_step = 120  # by then the domain classifier has learned the shift
+    steps, accuracies = 600, []
     for step in range(steps):
         rows = torch.randint(n, (64,))
         loss = method.training_loss(model, {"x": xs[rows]}, ys[rows], {"x": xt[rows]}, progress=step / steps)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step in (early_step, steps - 1):
+        if step % 10 == 9:
             with torch.no_grad():
                 fs = model.fuse(model.encode({"x": xs}))
                 ft = model.fuse(model.encode({"x": xt}))
             accuracies.append(method.domain_accuracy(fs, ft))
     with torch.no_grad():
         source_accuracy = (model({"x": xs}).argmax(1) == ys).float().mean().item()
-    early, late = accuracies
+    early, late = max(accuracies[: len(accuracies) // 2]), float(np.mean(accuracies[-5:]))
     assert early > 0.8, "the shift is visible to the domain classifier at first"
     assert late < 0.65 and late < early - 0.2, "adversarial training has aligned the domains"
     assert source_accuracy > 0.9

@@ -99,6 +99,10 @@ def test_mixup_inputs_and_targets_by_hand():
     probabilities = torch.softmax(logits, -1)
     assert torch.allclose(pseudo[1], torch.tensor([0.5, 0, 0], dtype=torch.float64) + 0.5 * probabilities[1])
     assert torch.allclose(pseudo.sum(1), torch.ones(3, dtype=torch.float64))
+    hard = mixed_targets(labels, logits, lam, "hard", 3)
+    assert torch.allclose(
+        hard, torch.tensor([[0.8, 0, 0.2], [0.5, 0, 0.5], [0, 1.0, 0]], dtype=torch.float64)
+    )
 
 
 def test_mixup_training_loss_by_hand():

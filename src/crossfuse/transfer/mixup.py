@@ -20,11 +20,13 @@ def mix(source: torch.Tensor, target: torch.Tensor, lam: torch.Tensor) -> torch.
 def mixed_targets(
     labels: torch.Tensor, target_logits: torch.Tensor, lam: torch.Tensor, mode: str, n_classes: int
 ) -> torch.Tensor:
-    """``y~ = lambda onehot(y_s) + (1 - lambda) softmax(target_logits)`` (``mode='pseudo'``) or
-    ``lambda onehot(y_s)`` (``mode='none'``), one row per pair."""
+    """``y~ = lambda onehot(y_s) + (1 - lambda) t`` per pair, with ``t = softmax(target_logits)``
+    (``mode='pseudo'``), ``t = onehot(argmax target_logits)`` (``'hard'``) or ``t = 0`` (``'none'``)."""
     mixed = lam[:, None] * F.one_hot(labels, n_classes).to(lam.dtype)
     if mode == "pseudo":
         mixed = mixed + (1 - lam[:, None]) * torch.softmax(target_logits, dim=-1)
+    elif mode == "hard":
+        mixed = mixed + (1 - lam[:, None]) * F.one_hot(target_logits.argmax(-1), n_classes).to(lam.dtype)
     return mixed
 
 
@@ -37,19 +39,20 @@ class DomainMixup(TransferMethod):
 
     ``L = CE(f(x_s), y_s) + weight * mean_i CE_soft(f(x~_i), y~_i)``.
 
-    The target's label is unknown. ``target_labels='none'`` keeps the seed's ``y~ = lambda y_s`` literally
-    (``CE_soft = lambda CE(f(x~), y_s)``); this teaches the model to give target-like inputs (small
-    ``lambda``) the *source* sample's class and, measured on AV-Digits, lowers target accuracy below
-    source-only. The default ``'pseudo'`` completes the label with the model's own detached prediction on
-    the target sample, ``y~ = lambda onehot(y_s) + (1 - lambda) p(y | x_t)``, as virtual mixup training
-    does (Mao et al., arXiv 1905.04215, 2019; Wu et al., "Dual Mixup Regularized Learning for Adversarial
-    Domain Adaptation", ECCV 2020). The mixed loss is ramped in with DANN's ``lambda_p`` schedule
-    (``warmup=True``), so pseudo-labels come from a model that has first learned the source.
+    The target's label is unknown, so how ``y~`` is completed matters (``target_labels``):
 
-    Measured: on the two-moons problem this lifts target accuracy from ~87% to ~99%; on AV-Digits every
-    variant we tried (literal or pseudo labels, input or feature space, source-dominant ``lambda``) lowers
-    it, most likely because a model that can tell the domains apart learns to classify the faint source
-    component of a target-dominated mixture. See the README's results.
+    - ``'none'`` keeps the seed's ``y~ = lambda y_s`` literally (``CE_soft = lambda CE(f(x~), y_s)``). It
+      teaches the model to find the faint source component in target-dominated mixtures: on AV-Digits
+      target accuracy fell from ~80% to 33% (late fusion, seed 0).
+    - ``'pseudo'`` adds the model's own detached soft prediction on the target sample,
+      ``(1 - lambda) p(y | x_t)``, as virtual mixup training does (Mao et al., arXiv 1905.04215). The
+      mixtures pull target predictions toward the class prior and they collapse: 44-54% on AV-Digits.
+    - ``'hard'`` (default) adds the model's detached *argmax* on the target sample,
+      ``(1 - lambda) onehot(argmax_c p(c | x_t))``: a pseudo-label that stays confident. On AV-Digits
+      97.6% (seeds 0 and 1, late fusion; source-only 82%), on the two-moons problem 99%.
+
+    The mixed loss is ramped in with DANN's ``lambda_p`` schedule (``warmup=True``), so the pseudo-labels
+    come from a model that has first learned the source.
 
     ``space='inputs'`` mixes the raw inputs (as the seed writes it); ``space='features'`` mixes each
     modality's encoded features and fuses the mixture (the feature-space variant).
@@ -63,7 +66,7 @@ class DomainMixup(TransferMethod):
     weight
         Multiplier of the mixed loss.
     target_labels
-        ``'pseudo'`` or ``'none'`` (see above).
+        ``'hard'``, ``'pseudo'`` or ``'none'`` (see above).
     source_dominant
         Use ``max(lambda, 1 - lambda)`` so every mixture is mostly source.
     warmup
@@ -78,14 +81,14 @@ class DomainMixup(TransferMethod):
         alpha: float = 1.0,
         space: str = "inputs",
         weight: float = 1.0,
-        target_labels: str = "pseudo",
+        target_labels: str = "hard",
         source_dominant: bool = False,
         warmup: bool = True,
         align: str = "fused",
     ) -> None:
         super().__init__(align, weight)
-        if target_labels not in ("pseudo", "none"):
-            raise ConfigError(f"mixup target_labels {target_labels!r}: use 'pseudo' or 'none'")
+        if target_labels not in ("pseudo", "hard", "none"):
+            raise ConfigError(f"mixup target_labels {target_labels!r}: use 'hard', 'pseudo' or 'none'")
         self.target_labels, self.source_dominant, self.warmup = target_labels, source_dominant, warmup
         if alpha <= 0:
             raise ConfigError(f"mixup alpha must be > 0, got {alpha}")
