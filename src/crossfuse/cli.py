@@ -46,6 +46,7 @@ def run(
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = None,
     selection: Annotated[str, typer.Option(help="Label-free checkpoint choice: source-val, entropy.")] = None,
     target_shots: Annotated[int, typer.Option(help="Labelled target samples per class (finetune).")] = None,
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu, cuda or cuda:N.")] = None,
 ) -> None:
     """Train one fusion x transfer combination and report source-validation and target accuracy."""
     from crossfuse.config import load_config
@@ -64,6 +65,7 @@ def run(
         epochs=epochs,
         selection=selection,
         target_shots=target_shots,
+        device=device,
     )
     settings = load_config(config, overrides)
     log_lines: list[str] = []

@@ -95,4 +95,7 @@ class MultimodalModel(nn.Module):
     def penalty(self) -> torch.Tensor:
         """The fusion's regulariser for the loss (the nuclear norm), or 0."""
         penalty = getattr(self.fusion, "penalty", None)
-        return penalty() if penalty is not None else torch.zeros(())
+        return penalty() if penalty is not None else self._zero_on_device()
+
+    def _zero_on_device(self) -> torch.Tensor:
+        return torch.zeros((), device=next(self.parameters()).device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import random
 from collections.abc import Callable
@@ -37,6 +38,21 @@ def load_dataset(config: RunConfig) -> MultimodalDataset:
     return load_folder(config.data)
 
 
+def resolve_device(name: str) -> torch.device:
+    """``'auto'``: this process's GPU when there is one (``LOCAL_RANK`` under torchrun), else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r}: not a torch device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
+    return device
+
+
 def check_names(config: RunConfig) -> None:
     """Refuse unknown method names before any data is loaded."""
     from crossfuse.fusion import FUSIONS
@@ -58,7 +74,7 @@ def modality_ablation(model: MultimodalModel, inputs: dict[str, np.ndarray], lab
     result = {}
     for m, normalizer in model.normalizers.items():
         removed = dict(inputs)
-        removed[m] = np.broadcast_to(normalizer.mean.numpy(), inputs[m].shape).astype(np.float32)
+        removed[m] = np.broadcast_to(normalizer.mean.cpu().numpy(), inputs[m].shape).astype(np.float32)
         result[m] = round(accuracy(predict(model, removed)[0], labels), 4)
     return result
 
@@ -149,6 +165,9 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
         probe = model.encode({m: torch.from_numpy(x[:2]) for m, x in rows(split.source_train).items()})
         feature_dims = {m: f.shape[1] for m, f in probe.items()} | {"fused": model.fuse(probe).shape[1]}
     method.setup(model, feature_dims)
+    device = resolve_device(config.device)
+    model.to(device)
+    method.to(device)
     settings = TrainSettings(
         epochs=config.epochs,
         batch_size=config.batch_size,
@@ -219,6 +238,7 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
         "proxy_a_distance": round(proxy_a_distance(source_features, target_features, config.seed), 4),
         **{f"target_accuracy_without_{m}": value for m, value in ablation.items()},
         "world_size": world_size,
+        "device": str(device),
         "torch": torch.__version__,
         "machine": platform.machine(),
     }

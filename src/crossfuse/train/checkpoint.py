@@ -23,7 +23,7 @@ def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     for index, values in state["state"].items():
         for name, value in values.items():
             if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{name}"] = value.contiguous()
+                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
             else:
                 plain[f"{index}.{name}"] = value
     groups = [
@@ -60,10 +60,12 @@ def save_checkpoint(
     for prefix, module in modules.items():
         state = module.state_dict() if isinstance(module, torch.nn.Module) else module
         for key, value in state.items():
-            tensors[f"{prefix}.{key}"] = value.detach().contiguous().clone()
+            tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous().clone()
     optimizer_tensors, optimizer_record = _flatten_optimizer(optimizer.state_dict())
     tensors.update(optimizer_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     metadata = {"record": json.dumps(record), "optimizer": json.dumps(optimizer_record)}
     path = directory / CHECKPOINT
     partial = directory / f".{CHECKPOINT}.partial"

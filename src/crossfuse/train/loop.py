@@ -55,10 +55,18 @@ class TrainResult:
     train_seconds: float = 0.0
 
 
-def to_tensors(inputs: Arrays, rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+def to_tensors(
+    inputs: Arrays, rows: np.ndarray | None = None, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """The chosen rows of each modality as tensors on ``device``."""
     return {
-        m: torch.from_numpy(np.ascontiguousarray(x if rows is None else x[rows])) for m, x in inputs.items()
+        m: torch.from_numpy(np.ascontiguousarray(x if rows is None else x[rows])).to(device)
+        for m, x in inputs.items()
     }
+
+
+def device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 @torch.no_grad()
@@ -67,12 +75,13 @@ def predict(model: MultimodalModel, inputs: Arrays, batch_size: int = 512) -> tu
     was_training = model.training
     model.eval()
     n = len(next(iter(inputs.values())))
+    device = device_of(model)
     probabilities, features = [], []
     for start in range(0, n, batch_size):
-        batch = to_tensors(inputs, np.arange(start, min(n, start + batch_size)))
+        batch = to_tensors(inputs, np.arange(start, min(n, start + batch_size)), device)
         fused = model.fuse(model.encode(batch))
-        probabilities.append(torch.softmax(model.head(fused), dim=-1).numpy())
-        features.append(fused.numpy())
+        probabilities.append(torch.softmax(model.head(fused), dim=-1).cpu().numpy())
+        features.append(fused.cpu().numpy())
     model.train(was_training)
     return np.concatenate(probabilities), np.concatenate(features)
 
@@ -173,9 +182,13 @@ def train(
     batch -= batch % world
     steps_per_epoch = max(math.ceil(n_source / batch), settings.min_steps_per_epoch)
     total_steps = steps_per_epoch * settings.epochs
-    labels_tensor = torch.from_numpy(source_labels)
+    device = device_of(model)
+    labels_tensor = torch.from_numpy(source_labels).to(device)
     objective = TrainingObjective(model, method)
-    trainer = DistributedDataParallel(objective) if distributed else objective
+    if distributed:
+        trainer = DistributedDataParallel(objective, device_ids=[device] if device.type == "cuda" else None)
+    else:
+        trainer = objective
     optimizer = torch.optim.AdamW(objective.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=total_steps, eta_min=settings.lr / 20
@@ -199,6 +212,8 @@ def train(
         optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(state.pop("scheduler"))
         torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
         best_state = prefixed(tensors, "best") or None
         log(f"resumed from {checkpoint} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
 
@@ -225,9 +240,9 @@ def train(
                 target_rows = target_plan[k][rank::world]
                 step = (epoch - 1) * steps_per_epoch + k
                 loss = trainer(
-                    to_tensors(source_inputs, rows.numpy()),
-                    labels_tensor[rows],
-                    to_tensors(target, target_rows.numpy()),
+                    to_tensors(source_inputs, rows.numpy(), device),
+                    labels_tensor[rows.to(device)],
+                    to_tensors(target, target_rows.numpy(), device),
                     step / total_steps,
                 )
                 optimizer.zero_grad(set_to_none=True)

@@ -49,10 +49,11 @@ class FineTune(TransferMethod):
         seed: int,
     ) -> None:
         generator = torch.Generator().manual_seed(seed + 1)
-        shot_inputs = {m: torch.from_numpy(x) for m, x in shots[0].items()}
-        shot_labels = torch.from_numpy(shots[1])
-        source_inputs = {m: torch.from_numpy(x) for m, x in source[0].items()}
-        source_labels = torch.from_numpy(source[1])
+        device = next(model.parameters()).device
+        shot_inputs = {m: torch.from_numpy(x).to(device) for m, x in shots[0].items()}
+        shot_labels = torch.from_numpy(shots[1]).to(device)
+        source_inputs = {m: torch.from_numpy(x).to(device) for m, x in source[0].items()}
+        source_labels = torch.from_numpy(source[1]).to(device)
         if self.freeze_encoders:
             for parameter in model.encoders.parameters():
                 parameter.requires_grad_(False)
@@ -61,7 +62,7 @@ class FineTune(TransferMethod):
         model.train()
         n_shots = len(shot_labels)
         for _ in range(self.steps):
-            rows = torch.randint(len(source_labels), (n_shots,), generator=generator)
+            rows = torch.randint(len(source_labels), (n_shots,), generator=generator).to(device)
             loss = F.cross_entropy(model(shot_inputs), shot_labels)
             loss = loss + F.cross_entropy(
                 model({m: x[rows] for m, x in source_inputs.items()}), source_labels[rows]

@@ -35,5 +35,6 @@ class ImportanceWeighting(TransferMethod):
         self.estimator.fit(source, target)
 
     def source_weights(self, source: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        arrays = {m: x.numpy() for m, x in source.items()}
-        return torch.from_numpy(self.estimator.weights(arrays)).float()
+        arrays = {m: x.cpu().numpy() for m, x in source.items()}
+        device = next(iter(source.values())).device
+        return torch.from_numpy(self.estimator.weights(arrays)).float().to(device)

@@ -109,8 +109,8 @@ class DomainMixup(TransferMethod):
         progress: float,
     ) -> torch.Tensor:
         n = labels.shape[0]
-        target = {m: x[torch.arange(n) % x.shape[0]] for m, x in target.items()}
-        lam = self.sample_lambda(n)
+        target = {m: x[torch.arange(n, device=x.device) % x.shape[0]] for m, x in target.items()}
+        lam = self.sample_lambda(n).to(labels.device)
         if self.space == "inputs":  # one pass over [source; target; mixed]
             logits = model(
                 {m: torch.cat([source[m], target[m], mix(source[m], target[m], lam)]) for m in source}
