@@ -21,6 +21,10 @@ CONTRACT_FIELDS = {
 }
 
 
+def toy_args(folder):
+    return ["--data", folder, "--source", "a", "--target", "b"]
+
+
 def crossfuse(monkeypatch, capsys, *args):
     monkeypatch.setattr(sys, "argv", ["crossfuse", *map(str, args)])
     with pytest.raises(SystemExit) as stop:
@@ -35,12 +39,7 @@ def test_run_on_a_folder_writes_the_run_folder(monkeypatch, capsys, toy_folder, 
         monkeypatch,
         capsys,
         "run",
-        "--data",
-        toy_folder,
-        "--source",
-        "a",
-        "--target",
-        "b",
+        *toy_args(toy_folder),
         "--epochs",
         3,
         "--out",
@@ -60,12 +59,7 @@ def test_toy_shift_is_learned(monkeypatch, capsys, toy_folder, tmp_path):
         monkeypatch,
         capsys,
         "run",
-        "--data",
-        toy_folder,
-        "--source",
-        "a",
-        "--target",
-        "b",
+        *toy_args(toy_folder),
         "--epochs",
         15,
         "--out",

@@ -6,6 +6,7 @@ status 2; never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -22,6 +23,36 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(no_args_is_help=True, help="List, verify and prepare datasets.")
 app.add_typer(datasets_app, name="datasets")
+
+
+class progress_bar:  # noqa: N801 - used like a function that returns a context manager
+    """A rich progress bar on stderr, shown only at a terminal (logs and CI get plain lines)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            "training",
+            BarColumn(),
+            "{task.completed}/{task.total} steps",
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.console = self.progress.console
+        self.task = self.progress.add_task("training", total=None)
+
+    def advance_to(self, done: int, total: int) -> None:
+        self.progress.update(self.task, completed=done, total=total)
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -70,12 +101,18 @@ def run(
     settings = load_config(config, overrides)
     log_lines: list[str] = []
 
+    bar = progress_bar() if sys.stderr.isatty() else None
+
     def log(line: str) -> None:
         log_lines.append(line)
-        typer.echo(line, err=True)
+        if bar is not None:
+            bar.console.print(line)
+        else:
+            typer.echo(line, err=True)
 
     try:
-        metrics = run_experiment(settings, out, log=log)
+        with bar or contextlib.nullcontext():
+            metrics = run_experiment(settings, out, log=log, on_step=bar.advance_to if bar else None)
     except Interrupted as stop:
         where = f"; the checkpoint in {out} resumes it: run the same command again" if out else ""
         typer.echo(f"crossfuse: interrupted by {stop}{where}", err=True)
@@ -109,7 +146,7 @@ def bench(
     epochs: Annotated[int, typer.Option(help="Most epochs per run.")] = None,
 ) -> None:
     """Run a fusion x transfer x seed x task grid, then write results.csv and report.md with plots."""
-    from crossfuse.bench.grid import resolve_suite, run_grid
+    from crossfuse.bench.grid import resolve_suite, run_grid, suite_settings
     from crossfuse.bench.report import build_report
     from crossfuse.config import load_config
     from crossfuse.runner import check_names
@@ -123,15 +160,8 @@ def bench(
     )
     if data != "av-digits":
         specs = list({(s.fusion, s.transfer, s.seed): s for s in specs}.values())
-    from crossfuse.bench.grid import suite_settings
-
-    base = suite_settings(suite) | {
-        "data": data,
-        "source": _split(source),
-        "target": _split(target),
-        "epochs": epochs,
-    }
-    base = {k: v for k, v in base.items() if v is not None}
+    given = {"data": data, "source": _split(source), "target": _split(target), "epochs": epochs}
+    base = suite_settings(suite) | {k: v for k, v in given.items() if v is not None}
     for spec in specs:  # refuse a bad name before any run starts
         check_names(load_config(None, dict(base, fusion=spec.fusion, transfer=spec.transfer)))
     started = time.perf_counter()

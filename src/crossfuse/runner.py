@@ -123,7 +123,12 @@ def claim_run_folder(out: Path, config: RunConfig, rank: int) -> dict | None:
     return None
 
 
-def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], None] = print) -> dict:
+def run_experiment(
+    config: RunConfig,
+    out: Path | None,
+    log: Callable[[str], None] = print,
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict:
     """Run ``config``; write the run folder to ``out`` (if given) and return the metrics.
 
     With ``out``, a run that already finished there is not repeated (its metrics are returned), and an
@@ -204,6 +209,7 @@ def run_experiment(config: RunConfig, out: Path | None, log: Callable[[str], Non
         log=log if rank == 0 else (lambda line: None),
         val_weights=val_weights,
         checkpoint_dir=Path(out) if out is not None else None,
+        on_step=on_step if rank == 0 else None,
     )
     if shots is not None:
         source_train = (rows(split.source_train), labels[split.source_train])

@@ -74,3 +74,36 @@ def test_suites():
     assert resolve_suite("quick", ["lmf"], ["dann"], [5], None) == [RunSpec("default", "lmf", "dann", 5)]
     with pytest.raises(ConfigError, match="suite 'huge'"):
         resolve_suite("huge", None, None, None, None)
+
+
+def test_bench_command_applies_the_suite_settings(monkeypatch, capsys, tmp_path):
+    import sys
+
+    from crossfuse.cli import main
+
+    seen = []
+    monkeypatch.setattr(
+        grid, "_run_one", lambda spec, base, run_dir: seen.append(base) or {"target_accuracy": 0.0}
+    )
+    monkeypatch.setattr("crossfuse.bench.report.build_report", lambda out: out / "report.md")
+    monkeypatch.setattr(grid, "write_results", lambda out: None)
+    argv = [
+        "crossfuse",
+        "bench",
+        "--suite",
+        "quick",
+        "--fusions",
+        "late",
+        "--transfers",
+        "dann",
+        "--seeds",
+        "0",
+    ]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path), "--jobs", "1"])
+    with pytest.raises(SystemExit):
+        main()
+    assert seen == [{"epochs": grid.SUITES["quick"]["settings"]["epochs"], "data": "av-digits"}]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path / "b"), "--jobs", "1", "--epochs", "3"])
+    with pytest.raises(SystemExit):
+        main()
+    assert seen[-1]["epochs"] == 3

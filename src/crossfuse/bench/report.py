@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from crossfuse.bench.grid import REQUIRED_COLUMNS  # noqa: E402
 from crossfuse.errors import DataError  # noqa: E402
 
 GAIN_THRESHOLD = 0.02
@@ -22,15 +23,7 @@ def read_results(path: Path) -> list[dict]:
         raise DataError(f"{path}: missing file (run 'crossfuse bench' first)")
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    required = {
-        "task",
-        "fusion",
-        "transfer",
-        "seed",
-        "target_accuracy",
-        "oracle_target_accuracy",
-        "source_val_accuracy",
-    }
+    required = set(REQUIRED_COLUMNS)
     if rows and not required <= set(rows[0]):
         raise DataError(f"{path}: missing columns {sorted(required - set(rows[0]))}")
     if not rows:

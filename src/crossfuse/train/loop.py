@@ -154,6 +154,7 @@ def train(
     log: Callable[[str], None] = print,
     val_weights: np.ndarray | None = None,
     checkpoint_dir: Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` with ``method``; leave in it the weights of the best epoch by ``settings.selection``.
 
@@ -165,7 +166,8 @@ def train(
     arrives (then :class:`Interrupted` is raised); a checkpoint found there is resumed, and the result is
     the same as an uninterrupted run. Under ``torch.distributed`` each of the N processes takes every
     N-th row of the same global batch and DistributedDataParallel averages the gradients, so N processes
-    train the model one process would; only rank 0 writes.
+    train the model one process would; only rank 0 writes. ``on_step(done, total)`` follows progress
+    (a progress bar), ``total`` being the most steps the run can take.
     """
     if settings.selection not in SELECTION_CRITERIA:
         raise ValueError(f"unknown selection {settings.selection!r}")
@@ -251,6 +253,8 @@ def train(
                 scheduler.step()
                 state["losses"].append(loss.item())
                 state["step_in_epoch"] += 1
+                if on_step is not None:
+                    on_step(step + 1, total_steps)
             scores = selection_scores(
                 model, source_val, target, predict, val_weights, with_entropy=settings.selection == "entropy"
             )
