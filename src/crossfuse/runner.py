@@ -191,12 +191,12 @@ def run_experiment(
         raise ConfigError(
             f"target_shots: only --transfer finetune uses labelled target samples (got {config.transfer})"
         )
+    if hasattr(method, "fit"):
+        method.fit(rows(split.source_train), rows(split.target_train))
     val_weights = None
-    if hasattr(method, "fit") or config.selection in NEEDS_WEIGHTS:
+    if config.selection in NEEDS_WEIGHTS:
         ratio = DensityRatio(seed=config.seed).fit(rows(split.source_train), rows(split.target_train))
         val_weights = ratio.weights(rows(split.source_val))
-        if hasattr(method, "fit"):
-            method.estimator = ratio
     result = train(
         model,
         method,

@@ -30,3 +30,12 @@ def test_dev_risk_by_hand():
 
 def test_mean_entropy():
     assert mean_entropy(np.array([[1.0, 0.0], [0.5, 0.5]])) == pytest.approx(np.log(2) / 2)
+
+
+def test_flattened_weights_are_the_clipped_ratio_to_a_power():
+    rng = np.random.default_rng(1)
+    source, target = {"x": rng.normal(size=(200, 2))}, {"x": rng.normal(loc=0.8, size=(100, 2))}
+    ratio = DensityRatio(max_weight=10.0, flatten=0.5).fit(source, target)
+    p = np.clip(ratio.target_probability(source), 1e-6, 1 - 1e-6)
+    raw = np.minimum(10.0, 2.0 * p / (1 - p)) ** 0.5
+    np.testing.assert_allclose(ratio.weights(source), raw / raw.mean())

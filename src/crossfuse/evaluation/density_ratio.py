@@ -29,17 +29,21 @@ class DensityRatio:
         Clip of the weights (before the mean-1 scaling).
     regularisation
         Inverse L2 strength ``C`` of the logistic regression.
+    flatten
+        Exponent applied to the clipped ratio (Shimodaira's flattening, 1 = none): values below 1
+        trade bias for variance when the domains barely overlap.
     """
 
     def __init__(
-        self, components: int = 32, max_weight: float = 10.0, regularisation: float = 0.1, seed: int = 0
+        self,
+        components: int = 32,
+        max_weight: float = 10.0,
+        regularisation: float = 0.1,
+        seed: int = 0,
+        flatten: float = 1.0,
     ):
-        self.components, self.max_weight, self.regularisation, self.seed = (
-            components,
-            max_weight,
-            regularisation,
-            seed,
-        )
+        self.components, self.max_weight, self.regularisation = components, max_weight, regularisation
+        self.seed, self.flatten = seed, flatten
 
     def _design(self, inputs: Mapping[str, np.ndarray], fit: bool) -> np.ndarray:
         columns = []
@@ -69,6 +73,6 @@ class DensityRatio:
         return self.classifier.predict_proba(self._design(inputs, fit=False))[:, 1]
 
     def weights(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """``min(max_weight, (n_s / n_t) P(t|x) / P(s|x))``, times the mean-1 scale."""
+        """``min(max_weight, (n_s / n_t) P(t|x) / P(s|x)) ** flatten``, times the mean-1 scale."""
         p = np.clip(self.target_probability(inputs), 1e-6, 1 - 1e-6)
-        return np.minimum(self.max_weight, self.prior_ratio * p / (1 - p)) * self.scale
+        return np.minimum(self.max_weight, self.prior_ratio * p / (1 - p)) ** self.flatten * self.scale

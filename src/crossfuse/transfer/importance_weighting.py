@@ -27,9 +27,11 @@ class ImportanceWeighting(TransferMethod):
     name = "iw"
     uses_target = False
 
-    def __init__(self, max_weight: float = 10.0, align: str = "fused", weight: float = 1.0) -> None:
+    def __init__(
+        self, max_weight: float = 10.0, flatten: float = 1.0, align: str = "fused", weight: float = 1.0
+    ) -> None:
         super().__init__(align, weight)
-        self.estimator = DensityRatio(max_weight=max_weight)
+        self.estimator = DensityRatio(max_weight=max_weight, flatten=flatten)
 
     def fit(self, source: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray]) -> None:
         self.estimator.fit(source, target)
