@@ -2,7 +2,8 @@
 
 Runs DANN, CORAL and MMD with ``align`` = fused / modalities / both on AV-Digits (late fusion, default
 task) for each seed, two runs at a time, and prints target accuracy (label-free selection) as mean and
-spread over seeds. The library's default (``align='fused'``) was chosen from this table.
+spread over seeds. Each method's default ``align`` was chosen from this table: ``both`` for DANN,
+``fused`` for CORAL and MMD.
 
     OMP_NUM_THREADS=1 python benchmarks/alignment_space.py --seeds 0 1 2
 """

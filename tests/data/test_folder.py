@@ -63,6 +63,10 @@ def _bad(kind, root):
         bad = good["x"].copy()
         bad[0, 0] = np.inf
         return write_folder(root, {"x": bad}, labels, domains), "NaN or inf"
+    if kind == "huge":
+        bad = good["x"].astype(np.float64)
+        bad[2, 0] = 1e300
+        return write_folder(root, {"x": bad}, labels, domains), "beyond the float32 range (first at sample 2)"
     if kind == "labels":
         return write_folder(root, good, labels + 0.5, domains), "labels.npy: labels must be integers"
     if kind == "string-labels":
@@ -85,6 +89,7 @@ def _bad(kind, root):
 
 BAD_KINDS = [
     "lengths",
+    "huge",
     "nan",
     "inf",
     "labels",
@@ -126,5 +131,5 @@ def test_generated_arrays_load_cleanly_or_fail_with_data_error(tmp_path_factory,
     except DataError as error:
         assert str(error).startswith(str(root)) and "\n" not in str(error)
     else:
-        assert np.isfinite(values).all() and len(values) == n_labels > 0
+        assert np.isfinite(values.astype(np.float32)).all() and len(values) == n_labels > 0
         assert data.modalities["m"].shape == values.shape

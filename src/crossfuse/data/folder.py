@@ -98,7 +98,15 @@ def load_folder(path: str | Path) -> MultimodalDataset:
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             bad = int(np.flatnonzero(~np.isfinite(array.reshape(n, -1)).all(1))[0])
             raise DataError(f"{file}: modality {name!r} contains NaN or inf (first at sample {bad})")
-        modalities[name] = array.astype(np.float32)
+        with np.errstate(over="ignore"):
+            single = array.astype(np.float32)
+        if not np.all(np.isfinite(single)):
+            bad = int(np.flatnonzero(~np.isfinite(single.reshape(n, -1)).all(1))[0])
+            raise DataError(
+                f"{file}: modality {name!r} has values beyond the float32 range "
+                f"(first at sample {bad}); rescale it"
+            )
+        modalities[name] = single
     domains_raw = _load(domains_path)
     if domains_raw.shape != (n,):
         raise DataError(

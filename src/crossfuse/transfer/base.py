@@ -9,7 +9,9 @@ a method overrides one hook:
 - :meth:`TransferMethod.training_loss` for anything else (mixup).
 
 Alignment acts on the spaces named by ``align``: ``'fused'`` (the fused representation),
-``'modalities'`` (each modality's encoded features) or ``'both'``.
+``'modalities'`` (each modality's encoded features) or ``'both'``. Each method's default comes from
+``benchmarks/alignment_space.py`` (AV-Digits, late fusion, 3 seeds): DANN ``both`` (92.4% against 83.9%
+fused), CORAL and MMD ``fused`` (94.6% and 97.8%; ``both`` gave 94.8% and 88.8%).
 """
 
 from __future__ import annotations

@@ -42,6 +42,12 @@ class DANN(TransferMethod):
     the paper's warm-up ``lambda_p = 2 / (1 + exp(-10 p)) - 1`` over training progress ``p``. One domain
     classifier per aligned space (the fused representation and/or each modality's features).
 
+    By default (``align='both'``) every modality's features and the fused representation get their own
+    domain classifier. Measured with ``benchmarks/alignment_space.py`` (AV-Digits, late fusion, seeds
+    0-2, target accuracy): fused 83.9 ± 10.7, modalities 85.8 ± 8.1, both 92.4 ± 1.0; on the two-moons
+    problem both gives 95.6 against 80.8 for fused. Aligning at two depths leaves the feature extractor
+    less room to match the domains' marginals while swapping their classes.
+
     Parameters
     ----------
     align
@@ -57,7 +63,7 @@ class DANN(TransferMethod):
     name = "dann"
     uses_target = True
 
-    def __init__(self, align: str = "fused", weight: float = 1.0, gamma: float = 10.0, hidden_dim: int = 64):
+    def __init__(self, align: str = "both", weight: float = 1.0, gamma: float = 10.0, hidden_dim: int = 64):
         super().__init__(align, weight)
         self.gamma, self.hidden_dim = gamma, hidden_dim
         self.classifiers = nn.ModuleDict()
