@@ -192,7 +192,7 @@ def run_experiment(
             f"target_shots: only --transfer finetune uses labelled target samples (got {config.transfer})"
         )
     if hasattr(method, "fit"):
-        method.fit(rows(split.source_train), rows(split.target_train))
+        method.fit(rows(split.source_train), rows(split.target_train), seed=config.seed)
     val_weights = None
     if config.selection in NEEDS_WEIGHTS:
         ratio = DensityRatio(seed=config.seed).fit(rows(split.source_train), rows(split.target_train))

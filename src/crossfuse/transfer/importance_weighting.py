@@ -33,7 +33,9 @@ class ImportanceWeighting(TransferMethod):
         super().__init__(align, weight)
         self.estimator = DensityRatio(max_weight=max_weight, flatten=flatten)
 
-    def fit(self, source: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray]) -> None:
+    def fit(self, source: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray], seed: int = 0) -> None:
+        """Fit the density ratio on the training rows (``seed`` drives its randomised PCA)."""
+        self.estimator.seed = seed
         self.estimator.fit(source, target)
 
     def source_weights(self, source: Mapping[str, torch.Tensor]) -> torch.Tensor:
