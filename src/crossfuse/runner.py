@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import save_file
 
 from crossfuse.config import RunConfig
-from crossfuse.data.dataset import MultimodalDataset, split_task
+from crossfuse.data.dataset import MultimodalDataset, Task, TaskSplit, split_task
 from crossfuse.errors import ConfigError
 from crossfuse.evaluation.a_distance import proxy_a_distance
 from crossfuse.evaluation.density_ratio import DensityRatio
@@ -86,9 +86,31 @@ def choose_shots(rows: np.ndarray, labels: np.ndarray, per_class: int, seed: int
     return np.sort(np.concatenate(chosen))
 
 
+def prepare_task(config: RunConfig) -> tuple[MultimodalDataset, Task, TaskSplit]:
+    """The dataset of ``config``, its task and the seeded split of its rows."""
+    dataset = load_dataset(config)
+    task = dataset.resolve_task(config.task, config.source, config.target)
+    return dataset, task, split_task(dataset, task, config.seed)
+
+
+def build_model(config: RunConfig, dataset: MultimodalDataset) -> MultimodalModel:
+    """The untrained model that ``config`` describes for ``dataset``'s modalities and classes."""
+    shapes = {m: x.shape[1:] for m, x in dataset.modalities.items()}
+    try:
+        return MultimodalModel(
+            shapes,
+            dataset.n_classes,
+            config.fusion,
+            config.hidden_dim,
+            dropout=config.dropout,
+            fusion_options=config.fusion_options,
+        )
+    except TypeError as error:
+        raise ConfigError(f"fusion_options for {config.fusion!r}: {error}") from None
+
+
 def build_method(config: RunConfig):
-    if config.transfer not in TRANSFERS:
-        raise ConfigError(f"transfer {config.transfer!r}: unknown (choose from {', '.join(TRANSFERS)})")
+    """The transfer method of ``config`` (its name already checked by :func:`check_names`)."""
     try:
         return TRANSFERS[config.transfer](**config.transfer_options)
     except TypeError as error:
@@ -146,25 +168,12 @@ def run_experiment(
     random.seed(config.seed)
     np.random.seed(config.seed)  # noqa: NPY002 - seeds code that draws from numpy's global generator
     method = build_method(config)
-    dataset = load_dataset(config)
-    task = dataset.resolve_task(config.task, config.source, config.target)
-    split = split_task(dataset, task, config.seed)
+    dataset, task, split = prepare_task(config)
 
     def rows(indices: np.ndarray) -> dict[str, np.ndarray]:
         return {m: x[indices] for m, x in dataset.modalities.items()}
 
-    shapes = {m: x.shape[1:] for m, x in dataset.modalities.items()}
-    try:
-        model = MultimodalModel(
-            shapes,
-            dataset.n_classes,
-            config.fusion,
-            config.hidden_dim,
-            dropout=config.dropout,
-            fusion_options=config.fusion_options,
-        )
-    except TypeError as error:
-        raise ConfigError(f"fusion_options for {config.fusion!r}: {error}") from None
+    model = build_model(config, dataset)
     model.fit_normalizers(rows(split.source_train))
     with torch.no_grad():
         probe = model.encode({m: torch.from_numpy(x[:2]) for m, x in rows(split.source_train).items()})

@@ -14,23 +14,16 @@ from safetensors.torch import load_file  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from crossfuse.config import RunConfig  # noqa: E402
-from crossfuse.data.dataset import split_task  # noqa: E402
-from crossfuse.model import MultimodalModel  # noqa: E402
 from crossfuse.train.loop import predict  # noqa: E402
 
 
 def run_features(run_dir: Path, per_domain: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fused features of source-validation and target-test rows of a finished run; domain and class labels."""
-    from crossfuse.runner import load_dataset
+    from crossfuse.runner import build_model, prepare_task
 
     config = RunConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
-    dataset = load_dataset(config)
-    task = dataset.resolve_task(config.task, config.source, config.target)
-    split = split_task(dataset, task, config.seed)
-    shapes = {m: x.shape[1:] for m, x in dataset.modalities.items()}
-    model = MultimodalModel(
-        shapes, dataset.n_classes, config.fusion, config.hidden_dim, fusion_options=config.fusion_options
-    )
+    dataset, _, split = prepare_task(config)
+    model = build_model(config, dataset)
     model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
     rng = np.random.default_rng(0)
     source = rng.permutation(np.concatenate([split.source_val, split.source_train]))[:per_domain]
