@@ -13,6 +13,7 @@ from crossfuse.encoders import encoder_for
 from crossfuse.errors import ConfigError
 from crossfuse.fusion import FUSIONS
 from crossfuse.normalize import Standardize
+from crossfuse.parallel.dropout import ShardDropout
 
 
 class MultimodalModel(nn.Module):
@@ -74,7 +75,7 @@ class MultimodalModel(nn.Module):
         self.head = (
             nn.Identity()
             if self.decision_level
-            else nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, n_classes))
+            else nn.Sequential(nn.ReLU(), ShardDropout(dropout), nn.Linear(hidden_dim, n_classes))
         )
 
     def encode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from crossfuse.parallel.dropout import ShardDropout
+
 
 class ImageEncoder(nn.Module):
     """Small CNN for ``(batch, C, H, W)`` images.
@@ -25,7 +27,7 @@ class ImageEncoder(nn.Module):
             nn.AdaptiveAvgPool2d(4),
         )
         self.project = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(32 * 16, output_dim), nn.ReLU()
+            nn.Flatten(), ShardDropout(dropout), nn.Linear(32 * 16, output_dim), nn.ReLU()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from crossfuse.parallel.dropout import ShardDropout
+
 
 class SequenceEncoder(nn.Module):
     """Temporal CNN for ``(batch, T, F)`` frame sequences (e.g. MFCC frames).
@@ -21,7 +23,7 @@ class SequenceEncoder(nn.Module):
             nn.Conv1d(channels, channels, kernel_size=5, padding=2),
             nn.ReLU(),
         )
-        self.project = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * channels, output_dim), nn.ReLU())
+        self.project = nn.Sequential(ShardDropout(dropout), nn.Linear(2 * channels, output_dim), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv(x.transpose(1, 2))

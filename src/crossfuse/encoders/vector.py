@@ -3,6 +3,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from crossfuse.parallel.dropout import ShardDropout
+
 
 class VectorEncoder(nn.Module):
     """Two-layer MLP for ``(batch, d)`` inputs: ``ReLU(W_2 ReLU(W_1 x + b_1) + b_2)``.
@@ -22,7 +24,7 @@ class VectorEncoder(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(input_dim, hidden),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            ShardDropout(dropout),
             nn.Linear(hidden, output_dim),
             nn.ReLU(),
         )

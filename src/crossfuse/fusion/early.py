@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from crossfuse.fusion._common import ordered_features, sorted_dims
+from crossfuse.parallel.dropout import ShardDropout
 
 
 class EarlyFusion(nn.Module):
@@ -46,7 +47,7 @@ class EarlyFusion(nn.Module):
             else nn.Sequential(
                 nn.Linear(total, hidden_dim),
                 nn.ReLU(),
-                nn.Dropout(dropout),
+                ShardDropout(dropout),
                 nn.Linear(hidden_dim, output_dim),
             )
         )

@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from crossfuse.evaluation.selection import SELECTION_CRITERIA, selection_scores
 from crossfuse.model import MultimodalModel
+from crossfuse.parallel import batch_shard
 from crossfuse.train.checkpoint import CHECKPOINT, load_checkpoint, prefixed, save_checkpoint
 from crossfuse.transfer.base import TransferMethod
 
@@ -165,8 +166,9 @@ def train(
     With ``checkpoint_dir``, a checkpoint is written there after every epoch and when SIGTERM or SIGINT
     arrives (then :class:`Interrupted` is raised); a checkpoint found there is resumed, and the result is
     the same as an uninterrupted run. Under ``torch.distributed`` each of the N processes takes every
-    N-th row of the same global batch and DistributedDataParallel averages the gradients, so N processes
-    train the model one process would; only rank 0 writes. ``on_step(done, total)`` follows progress
+    N-th row of the same global batch and DistributedDataParallel averages the gradients; random draws and
+    batch statistics are made global (:mod:`crossfuse.parallel`), so N processes train the model one
+    process would, up to floating-point order. Only rank 0 writes. ``on_step(done, total)`` follows progress
     (a progress bar), ``total`` being the most steps the run can take.
     """
     if settings.selection not in SELECTION_CRITERIA:
@@ -241,12 +243,13 @@ def train(
                 rows = source_plan[k][rank::world]
                 target_rows = target_plan[k][rank::world]
                 step = (epoch - 1) * steps_per_epoch + k
-                loss = trainer(
-                    to_tensors(source_inputs, rows.numpy(), device),
-                    labels_tensor[rows.to(device)],
-                    to_tensors(target, target_rows.numpy(), device),
-                    step / total_steps,
-                )
+                with batch_shard(rank, world):
+                    loss = trainer(
+                        to_tensors(source_inputs, rows.numpy(), device),
+                        labels_tensor[rows.to(device)],
+                        to_tensors(target, target_rows.numpy(), device),
+                        step / total_steps,
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

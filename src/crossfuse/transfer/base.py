@@ -25,6 +25,7 @@ from torch import nn
 
 from crossfuse.errors import ConfigError
 from crossfuse.model import MultimodalModel
+from crossfuse.parallel import current_shard, global_sum
 
 ALIGN_CHOICES = ("fused", "modalities", "both")
 
@@ -116,11 +117,16 @@ class TransferMethod(nn.Module):
 
 
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None):
-    """``sum_i w_i CE_i / sum_i w_i`` (plain mean when ``weights`` is ``None``)."""
+    """``sum_i w_i CE_i / sum_i w_i`` (plain mean when ``weights`` is ``None``).
+
+    Over a batch split across ``w`` processes each returns ``w sum_{i in shard} w_i CE_i / sum_i w_i``
+    (the denominator over the global batch), whose average over processes is the global loss.
+    """
     if weights is None:
         return F.cross_entropy(logits, labels)
     losses = F.cross_entropy(logits, labels, reduction="none")
-    return (weights * losses).sum() / weights.sum().clamp_min(1e-12)
+    world = current_shard()[1]
+    return (weights * losses).sum() * world / global_sum(weights).clamp_min(1e-12)
 
 
 class SourceOnly(TransferMethod):

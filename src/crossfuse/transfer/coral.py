@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import torch
 
+from crossfuse.parallel import gather_shards
 from crossfuse.transfer.base import StepOutputs, TransferMethod
 
 
@@ -22,7 +23,8 @@ class CORAL(TransferMethod):
     """Deep CORAL: align the second-order statistics of source and target features.
 
     ``L = L_y + weight * mean_spaces ||C_S - C_T||_F^2 / (4 d^2)``, ``C`` the feature covariances of the
-    batch (Sun & Saenko, ECCV 2016 workshops).
+    batch (Sun & Saenko, ECCV 2016 workshops). Under torchrun the covariances are those of the global
+    batch (:func:`~crossfuse.parallel.gather_shards`), not of each process's shard.
     """
 
     name = "coral"
@@ -30,4 +32,4 @@ class CORAL(TransferMethod):
 
     def alignment_loss(self, outputs: StepOutputs, progress: float) -> torch.Tensor:
         pairs = outputs.aligned_pairs(self.align)
-        return torch.stack([coral_loss(s, t) for s, t in pairs.values()]).mean()
+        return torch.stack([coral_loss(gather_shards(s), gather_shards(t)) for s, t in pairs.values()]).mean()

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from crossfuse.errors import ConfigError
 from crossfuse.model import MultimodalModel
+from crossfuse.parallel import draw_for_shard
 from crossfuse.transfer.base import TransferMethod
 from crossfuse.transfer.gradient_reversal import dann_lambda
 
@@ -110,7 +111,7 @@ class DomainMixup(TransferMethod):
     ) -> torch.Tensor:
         n = labels.shape[0]
         target = {m: x[torch.arange(n, device=x.device) % x.shape[0]] for m, x in target.items()}
-        lam = self.sample_lambda(n).to(labels.device)
+        lam = draw_for_shard(self.sample_lambda, n).to(labels.device)
         if self.space == "inputs":  # one pass over [source; target; mixed]
             logits = model(
                 {m: torch.cat([source[m], target[m], mix(source[m], target[m], lam)]) for m in source}

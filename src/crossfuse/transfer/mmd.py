@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import torch
 
+from crossfuse.parallel import gather_shards
 from crossfuse.transfer.base import StepOutputs, TransferMethod
 
 
@@ -31,7 +32,8 @@ def multi_kernel_mmd(
 
 class MMD(TransferMethod):
     """Align kernel mean embeddings: ``L = L_y + weight * mean_spaces MMD^2_k(f_s, f_t)`` with the
-    multi-kernel Gaussian MMD of Long et al. (ICML 2015).
+    multi-kernel Gaussian MMD of Long et al. (ICML 2015). Under torchrun the kernel means run over the
+    global batch (:func:`~crossfuse.parallel.gather_shards`), not each process's shard.
     """
 
     name = "mmd"
@@ -39,4 +41,6 @@ class MMD(TransferMethod):
 
     def alignment_loss(self, outputs: StepOutputs, progress: float) -> torch.Tensor:
         pairs = outputs.aligned_pairs(self.align)
-        return torch.stack([multi_kernel_mmd(s, t) for s, t in pairs.values()]).mean()
+        return torch.stack(
+            [multi_kernel_mmd(gather_shards(s), gather_shards(t)) for s, t in pairs.values()]
+        ).mean()
