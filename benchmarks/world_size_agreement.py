@@ -5,7 +5,11 @@ dropout on) once in one process and once under ``torchrun --standalone --nproc_p
 CPU), and prints both target accuracies, their difference and the largest difference against the issue's
 1-point target. Finished runs in ``--out`` are reused, so an interrupted comparison picks up where it was.
 
-    python benchmarks/world_size_agreement.py --seeds 0 --nproc 2 --out runs/world-size
+``--threads-control`` adds a third run: one process again, with ``OMP_NUM_THREADS=2`` instead of 1. It
+trains the same model with only the floating-point summation order changed, which is all that N
+processes change too, so it shows how much of the difference rounding alone makes.
+
+    python benchmarks/world_size_agreement.py --seeds 0 --nproc 2 --threads-control --out runs/world-size
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 METHODS = ["source-only", "finetune", "iw", "dann", "coral", "mmd", "mixup"]
 
 
-def run(method: str, seed: int, processes: int, run_dir: Path, extra: list[str]) -> dict:
+def run(method: str, seed: int, processes: int, run_dir: Path, extra: list[str], threads: int = 1) -> dict:
     if not (run_dir / "metrics.json").exists():
         launcher = (
             [sys.executable]
@@ -35,7 +39,7 @@ def run(method: str, seed: int, processes: int, run_dir: Path, extra: list[str])
         )
         command = [*launcher, "-m", "crossfuse", "run", "--transfer", method, "--seed", str(seed)]
         command += [*extra, "--out", str(run_dir)]
-        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
@@ -51,12 +55,14 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--fusion", default="late")
     parser.add_argument("--out", type=Path, default=Path("runs/world-size"))
+    parser.add_argument("--threads-control", action="store_true")
     args = parser.parse_args()
     extra = ["--fusion", args.fusion]
     print(f"AV-Digits default task, {args.fusion} fusion, default settings; 1 against {args.nproc} processes")
-    print(f"| transfer | seed | 1 process | {args.nproc} processes | difference (points) |")
-    print("| --- | --- | --- | --- | --- |")
-    differences = []
+    control = " 1 process, 2 threads | difference |" if args.threads_control else ""
+    print(f"| transfer | seed | 1 process | {args.nproc} processes | difference |{control}")
+    print("| --- | --- | --- | --- | --- |" + (" --- | --- |" if args.threads_control else ""))
+    differences, control_differences = [], []
     for method in args.methods:
         for seed in args.seeds:
             name = f"{args.fusion}-{method}-seed{seed}"
@@ -65,13 +71,22 @@ def main() -> None:
             assert many["world_size"] == args.nproc, many["world_size"]
             a, b = 100 * one["target_accuracy"], 100 * many["target_accuracy"]
             differences.append(b - a)
-            print(f"| {method} | {seed} | {a:.2f}% | {b:.2f}% | {b - a:+.2f} |", flush=True)
+            row = f"| {method} | {seed} | {a:.2f}% | {b:.2f}% | {b - a:+.2f} |"
+            if args.threads_control:
+                two_threads = run(method, seed, 1, args.out / f"{name}-w1-threads2", extra, threads=2)
+                c = 100 * two_threads["target_accuracy"]
+                control_differences.append(c - a)
+                row += f" {c:.2f}% | {c - a:+.2f} |"
+            print(row, flush=True)
     worst = float(np.max(np.abs(differences)))
     verdict = "meets" if worst <= 1.0 else "MISSES"
     print(
         f"largest |difference| {worst:.2f} points, mean {np.mean(differences):+.2f}"
         f" ({verdict} the 1-point target)"
     )
+    if control_differences:
+        worst_control = float(np.max(np.abs(control_differences)))
+        print(f"1 process, 2 threads against 1 thread: largest |difference| {worst_control:.2f} points")
 
 
 if __name__ == "__main__":

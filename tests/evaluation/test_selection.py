@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from crossfuse.evaluation.density_ratio import DensityRatio
-from crossfuse.evaluation.selection import dev_risk, mean_entropy
+from crossfuse.evaluation.selection import dev_risk, mean_entropy, selection_tolerance
 
 
 def test_density_ratio_weights_by_hand():
@@ -39,3 +39,58 @@ def test_flattened_weights_are_the_clipped_ratio_to_a_power():
     p = np.clip(ratio.target_probability(source), 1e-6, 1 - 1e-6)
     raw = np.minimum(10.0, 2.0 * p / (1 - p)) ** 0.5
     np.testing.assert_allclose(ratio.weights(source), raw / raw.mean())
+
+
+def test_selection_tolerance_is_one_agresti_coull_standard_error():
+    # 300 of 300 correct: p~ = 302 / 304, SE = sqrt(p~ (1 - p~) / 304)
+    expected = ((302 / 304) * (2 / 304) / 304) ** 0.5
+    assert selection_tolerance("source-val", 1.0, 300) == pytest.approx(expected)
+    assert 1 / 300 < selection_tolerance("source-val", 1.0, 300) < 2 / 300
+    assert selection_tolerance("source-val", 0.9, 300) > selection_tolerance("source-val", 1.0, 300)
+    assert selection_tolerance("source-val", 1.0, 3000) < selection_tolerance("source-val", 1.0, 300)
+    for criterion in ("iwv", "dev", "entropy"):
+        assert selection_tolerance(criterion, 0.9, 300) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("criterion", "scores", "chosen"),
+    [
+        # 100 validation rows: within one SE (0.0135) of the best 1.0, the latest such epoch is 4
+        ("source-val", [0.95, 1.0, 0.98, 0.99, 0.97], 4),
+        # the best improves later: tolerance is measured from the final best
+        ("source-val", [0.99, 0.95, 1.0, 0.96, 0.95], 3),
+        # no tolerance: the last exact tie with the best
+        ("entropy", [-0.5, -0.1, -0.2, -0.1, -0.3], 4),
+    ],
+)
+def test_the_loop_keeps_the_latest_epoch_within_the_tolerance(
+    toy_folder, monkeypatch, criterion, scores, chosen
+):
+    from crossfuse.model import MultimodalModel
+    from crossfuse.train import loop
+    from crossfuse.transfer import SourceOnly
+
+    remaining = iter(scores)
+
+    def scripted(*args, **kwargs):
+        value = next(remaining)
+        return {criterion: value, "source_val_accuracy": value}
+
+    monkeypatch.setattr(loop, "selection_scores", scripted)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 100)
+    model = MultimodalModel({"x": (3,)}, 2, "late", hidden_dim=8)
+    settings = loop.TrainSettings(epochs=5, selection=criterion, min_steps_per_epoch=1, early_stopping=False)
+    result = loop.train(
+        model,
+        SourceOnly(),
+        ({"x": x}, y),
+        ({"x": x}, y),
+        {"x": x},
+        None,
+        settings,
+        seed=0,
+        log=lambda _: None,
+    )
+    assert result.best_epoch == chosen

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from crossfuse.evaluation.selection import SELECTION_CRITERIA, selection_scores
+from crossfuse.evaluation.selection import SELECTION_CRITERIA, selection_scores, selection_tolerance
 from crossfuse.model import MultimodalModel
 from crossfuse.parallel import batch_shard
 from crossfuse.train.checkpoint import CHECKPOINT, load_checkpoint, prefixed, save_checkpoint
@@ -32,7 +32,8 @@ class TrainSettings:
     ``epochs`` is a ceiling for source-only training, which stops when the selection score has not improved
     for ``patience`` epochs. Methods that use the target stream follow a schedule over the whole run (the
     DANN warm-up, the learning-rate decay), so by default (``early_stopping=None``) they run every epoch.
-    Either way the checkpoint with the best score is kept, ties going to the later epoch: a saturated
+    Either way the latest epoch whose score is within the criterion's tolerance of the best is kept
+    (one standard error for source-validation accuracy, exact ties otherwise): a saturated
     source-validation accuracy then picks the most trained (most adapted) model. ``batch_size`` is capped at
     a quarter of the source training set and an epoch has at least ``min_steps_per_epoch`` steps, so small
     data sets still get enough updates.
@@ -181,6 +182,7 @@ def train(
     )
     source_inputs, source_labels = source
     n_source = len(source_labels)
+    n_validation = len(source_val[1])
     n_target = len(next(iter(target.values())))
     batch = max(2 * world, min(settings.batch_size, n_source // 4 or 2))
     batch -= batch % world
@@ -268,8 +270,12 @@ def train(
             score = scores[settings.selection]
             improved = score > state["best_score"] + 1e-9
             state["stale"] = 0 if improved else state["stale"] + 1
-            if score >= state["best_score"] - 1e-9:  # ties go to the later, longer-trained epoch
-                state["best_score"], state["best_epoch"] = max(score, state["best_score"]), epoch
+            state["best_score"] = max(score, state["best_score"])
+            # The latest epoch within the tolerance of the best so far is the latest within the tolerance
+            # of the final best: epochs after the final best see that best already.
+            tolerance = selection_tolerance(settings.selection, state["best_score"], n_validation)
+            if score >= state["best_score"] - tolerance - 1e-9:
+                state["best_epoch"] = epoch
                 best_state = copy.deepcopy(model.state_dict())
             log(
                 f"epoch {epoch:3d}  loss {record['train_loss']:.4f}"
