@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from crossfuse.model import MultimodalModel
+from crossfuse.runner import feature_dims
 from crossfuse.train.distributed import distributed_context
 from crossfuse.train.loop import TrainSettings, train
 from crossfuse.transfer import TRANSFERS
@@ -45,9 +46,7 @@ def main(out: Path) -> None:
         model = MultimodalModel({"vec": (6,), "seq": (7, 4)}, 3, fusion, hidden_dim=16, dropout=0.3)
         model.fit_normalizers(source)
         method = TRANSFERS[transfer](**options)
-        with torch.no_grad():
-            probe = model.encode({m: torch.from_numpy(x[:2]) for m, x in source.items()})
-        method.setup(model, {m: f.shape[1] for m, f in probe.items()} | {"fused": 16})
+        method.setup(model, feature_dims(model, source))
         if hasattr(method, "fit"):
             method.fit(source, target, seed=0)
         with torch.no_grad():

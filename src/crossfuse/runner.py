@@ -109,6 +109,14 @@ def build_model(config: RunConfig, dataset: MultimodalDataset) -> MultimodalMode
         raise ConfigError(f"fusion_options for {config.fusion!r}: {error}") from None
 
 
+@torch.no_grad()
+def feature_dims(model: MultimodalModel, inputs: dict[str, np.ndarray]) -> dict[str, int]:
+    """``space -> size`` of each modality's encoding and of the fused representation (``'fused'``), found
+    by running two rows of ``inputs`` through ``model``; what :meth:`TransferMethod.setup` takes."""
+    probe = model.encode({m: torch.from_numpy(x[:2]) for m, x in inputs.items()})
+    return {m: f.shape[1] for m, f in probe.items()} | {"fused": model.fuse(probe).shape[1]}
+
+
 def build_method(config: RunConfig):
     """The transfer method of ``config`` (its name already checked by :func:`check_names`)."""
     try:
@@ -175,10 +183,7 @@ def run_experiment(
 
     model = build_model(config, dataset)
     model.fit_normalizers(rows(split.source_train))
-    with torch.no_grad():
-        probe = model.encode({m: torch.from_numpy(x[:2]) for m, x in rows(split.source_train).items()})
-        feature_dims = {m: f.shape[1] for m, f in probe.items()} | {"fused": model.fuse(probe).shape[1]}
-    method.setup(model, feature_dims)
+    method.setup(model, feature_dims(model, rows(split.source_train)))
     device = resolve_device(config.device)
     model.to(device)
     method.to(device)

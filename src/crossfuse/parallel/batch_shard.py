@@ -92,6 +92,5 @@ def global_sum(x: torch.Tensor) -> torch.Tensor:
     """``sum(x)`` over the global batch (no gradient: it is for normalising constants)."""
     total = x.sum()
     if current_shard()[1] > 1:
-        total = total.clone()
         dist.all_reduce(total)
     return total
