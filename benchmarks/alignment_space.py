@@ -41,8 +41,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fusion", default="late")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=METHODS)
     args = parser.parse_args()
-    jobs = [(m, a, s, args.fusion) for m in METHODS for a in ALIGNS for s in args.seeds]
+    jobs = [(m, a, s, args.fusion) for m in args.methods for a in ALIGNS for s in args.seeds]
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         results = list(pool.map(one_run, *zip(*jobs, strict=True)))
     print(
@@ -50,7 +51,7 @@ def main() -> None:
     )
     print("| method | " + " | ".join(f"align={a}" for a in ALIGNS) + " |")
     print("| --- |" + " --- |" * len(ALIGNS))
-    for method in METHODS:
+    for method in args.methods:
         cells = []
         for align in ALIGNS:
             values = [acc for m, a, _, acc in results if m == method and a == align]

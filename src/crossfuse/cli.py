@@ -59,25 +59,94 @@ def _split(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()] if value else None
 
 
+def _default(field: str) -> str:
+    from crossfuse.config import RunConfig
+
+    return f" (default: {RunConfig.model_fields[field].default})"
+
+
+def _names(registry) -> str:
+    return ", ".join(registry)
+
+
+def _key_values(pairs: list[str] | None, option: str) -> dict:
+    """``['rank=8', 'align=both']`` -> ``{'rank': 8, 'align': 'both'}``; values read as YAML scalars."""
+    import yaml
+
+    values = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CrossfuseError(f"{option} {pair!r}: expected KEY=VALUE")
+        try:
+            values[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            values[key.strip()] = value
+    return values
+
+
+from crossfuse.evaluation.selection import SELECTION_CRITERIA  # noqa: E402
+from crossfuse.fusion import FUSIONS  # noqa: E402
+from crossfuse.normalize import NORMALIZATIONS  # noqa: E402
+from crossfuse.transfer import TRANSFERS  # noqa: E402
+
+
 @app.command()
 def run(
     data: Annotated[
-        str, typer.Option(help="Dataset name (av-digits) or a bring-your-own-data folder.")
+        str, typer.Option(help="Dataset name (av-digits) or a bring-your-own-data folder." + _default("data"))
     ] = None,
-    task: Annotated[str, typer.Option(help="A named task of the dataset (default: 'default').")] = None,
+    task: Annotated[str, typer.Option(help="A named task of the dataset (default: default).")] = None,
     source: Annotated[str, typer.Option(help="Comma-separated source domains.")] = None,
     target: Annotated[str, typer.Option(help="Comma-separated target domains.")] = None,
-    fusion: Annotated[str, typer.Option(help="early, late, hierarchical, tfn, lmf, nuclear.")] = None,
-    transfer: Annotated[str, typer.Option(help="source-only, finetune, iw, dann, coral, mmd, mixup.")] = None,
-    seed: Annotated[int, typer.Option(help="Seeds every random source.")] = None,
-    out: Annotated[Path, typer.Option(help="Run folder (metrics.json, config, log, checkpoint).")] = None,
+    fusion: Annotated[str, typer.Option(help=f"One of {_names(FUSIONS)}." + _default("fusion"))] = None,
+    transfer: Annotated[str, typer.Option(help=f"One of {_names(TRANSFERS)}." + _default("transfer"))] = None,
+    seed: Annotated[int, typer.Option(help="Seeds every random source." + _default("seed"))] = None,
+    out: Annotated[Path, typer.Option(help="Run folder (metrics.json, config, log, model).")] = None,
     config: Annotated[
         Path, typer.Option(help="YAML file of settings; options given here override it.")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = None,
-    selection: Annotated[str, typer.Option(help="Label-free checkpoint choice: source-val, entropy.")] = None,
-    target_shots: Annotated[int, typer.Option(help="Labelled target samples per class (finetune).")] = None,
-    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu, cuda or cuda:N.")] = None,
+    epochs: Annotated[
+        int, typer.Option(help="Most epochs (early stopping may end sooner)." + _default("epochs"))
+    ] = None,
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW)." + _default("lr"))] = None,
+    batch_size: Annotated[
+        int, typer.Option(help="Samples a batch, per domain." + _default("batch_size"))
+    ] = None,
+    hidden_dim: Annotated[
+        int, typer.Option(help="Size of each encoding and of the fused vector." + _default("hidden_dim"))
+    ] = None,
+    dropout: Annotated[float, typer.Option(help="Dropout rate." + _default("dropout"))] = None,
+    weight_decay: Annotated[
+        float, typer.Option(help="AdamW weight decay." + _default("weight_decay"))
+    ] = None,
+    patience: Annotated[
+        int,
+        typer.Option(
+            help="Epochs without progress before source-only training stops." + _default("patience")
+        ),
+    ] = None,
+    normalization: Annotated[
+        str, typer.Option(help=f"Input scaling: {_names(NORMALIZATIONS)}." + _default("normalization"))
+    ] = None,
+    fusion_option: Annotated[
+        list[str], typer.Option(help="KEY=VALUE for the fusion module, e.g. rank=8; repeatable.")
+    ] = None,
+    transfer_option: Annotated[
+        list[str], typer.Option(help="KEY=VALUE for the transfer method, e.g. align=both; repeatable.")
+    ] = None,
+    selection: Annotated[
+        str,
+        typer.Option(
+            help=f"Label-free checkpoint choice: {_names(SELECTION_CRITERIA)}." + _default("selection")
+        ),
+    ] = None,
+    target_shots: Annotated[
+        int, typer.Option(help="Labelled target samples per class (finetune) (default: 5).")
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="auto (a GPU when there is one), cpu, cuda or cuda:N." + _default("device"))
+    ] = None,
 ) -> None:
     """Train one fusion x transfer combination and report source-validation and target accuracy."""
     from crossfuse.config import load_config
@@ -94,11 +163,26 @@ def run(
         transfer=transfer,
         seed=seed,
         epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        hidden_dim=hidden_dim,
+        dropout=dropout,
+        weight_decay=weight_decay,
+        patience=patience,
+        normalization=normalization,
         selection=selection,
         target_shots=target_shots,
         device=device,
     )
     settings = load_config(config, overrides)
+    if fusion_option or transfer_option:
+        settings = settings.model_copy(
+            update={
+                "fusion_options": settings.fusion_options | _key_values(fusion_option, "--fusion-option"),
+                "transfer_options": settings.transfer_options
+                | _key_values(transfer_option, "--transfer-option"),
+            }
+        )
     log_lines: list[str] = []
 
     bar = progress_bar() if sys.stderr.isatty() else None
@@ -120,13 +204,63 @@ def run(
     if out is not None and distributed_context()[0] == 0:
         with open(Path(out) / "log.txt", "a") as handle:
             handle.write("\n".join(log_lines) + "\n")
-    typer.echo(
-        f"source-val accuracy {metrics['source_val_accuracy']:.4f}  "
-        f"target accuracy {metrics['target_accuracy']:.4f} (selected by {metrics['selection']})  "
-        f"oracle {metrics['oracle_target_accuracy']:.4f}  [{metrics['train_seconds']:.1f} s]"
-    )
+    typer.echo(summary_line(metrics))
+    for warning in metrics.get("warnings", []):
+        typer.echo(f"WARNING: {warning}")
     if out is None:
         typer.echo(json.dumps(metrics, indent=2))
+
+
+def _share(value: float | None) -> str:
+    return "n/a (no labelled target row)" if value is None else f"{value:.4f}"
+
+
+def summary_line(metrics: dict) -> str:
+    line = (
+        f"source-val accuracy {metrics['source_val_accuracy']:.4f}  "
+        f"target accuracy {_share(metrics['target_accuracy'])} (selected by {metrics['selection']})  "
+        f"oracle {_share(metrics['oracle_target_accuracy'])}  [{metrics['train_seconds']:.1f} s]"
+    )
+    per_domain = metrics.get("target_accuracy_per_domain") or {}
+    if per_domain:
+        line += "  per target domain: " + ", ".join(f"{d} {_share(a)}" for d, a in per_domain.items())
+    return line
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="A finished run folder (holds model.json).")],
+    data: Annotated[
+        Path, typer.Option(help="Folder with modalities/<name>.npy; labels.npy and domains.npy optional.")
+    ],
+    out: Annotated[Path, typer.Option(help="CSV file to write: one row a sample.")] = Path("predictions.csv"),
+) -> None:
+    """Predict every sample of a folder with a trained model; print accuracy when labels are there."""
+    from crossfuse.prediction_table import predict_folder
+    from crossfuse.predictor import load
+
+    accuracy, n = predict_folder(load(run), data, out)
+    where = f"{n} predictions written to {out}"
+    typer.echo(where if accuracy is None else f"{where}; accuracy {accuracy:.4f} on the labelled rows")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A finished run folder (holds model.json).")],
+    out: Annotated[Path, typer.Option(help="File to write (a torch.export program, .pt2).")] = Path(
+        "model.pt2"
+    ),
+) -> None:
+    """Export a trained model for serving without crossfuse (``torch.export.load(FILE).module()``)."""
+    from crossfuse.predictor import load
+
+    model = load(run)
+    model.export(out)
+    typer.echo(
+        f"exported to {out}: call torch.export.load('{out}').module()(*tensors) with float32 tensors for "
+        f"{', '.join(sorted(model.modalities))} (in that order, channels first); it returns probabilities of "
+        f"the classes {model.classes}"
+    )
 
 
 @app.command()
@@ -144,12 +278,17 @@ def bench(
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks (default: the suite's).")] = None,
     jobs: Annotated[int, typer.Option(help="Runs at a time, each its own process.")] = 2,
     epochs: Annotated[int, typer.Option(help="Most epochs per run.")] = None,
+    config: Annotated[
+        Path, typer.Option(help="YAML file of run settings for every run (lr, batch_size, options...).")
+    ] = None,
 ) -> None:
     """Run a fusion x transfer x seed x task grid, then write results.csv and report.md with plots."""
+    from dataclasses import replace
+
     from crossfuse.bench.grid import resolve_suite, run_grid, suite_settings
     from crossfuse.bench.report import build_report
     from crossfuse.config import load_config
-    from crossfuse.runner import check_names
+    from crossfuse.runner import check_names, task_name
 
     specs = resolve_suite(
         suite,
@@ -158,10 +297,13 @@ def bench(
         [int(s) for s in _split(seeds)] if seeds else None,
         _split(tasks),
     )
-    if data != "av-digits":
-        specs = list({(s.fusion, s.transfer, s.seed): s for s in specs}.values())
     given = {"data": data, "source": _split(source), "target": _split(target), "epochs": epochs}
-    base = suite_settings(suite) | {k: v for k, v in given.items() if v is not None}
+    from_file = load_config(config, {}).model_dump(exclude_unset=True) if config is not None else {}
+    base = suite_settings(suite) | from_file | {k: v for k, v in given.items() if v is not None}
+    if base.get("data", "av-digits") != "av-digits":
+        # A folder has one task, the domains given: runs are named after it.
+        name = task_name(load_config(None, base))
+        specs = list({(s.fusion, s.transfer, s.seed): replace(s, task=name) for s in specs}.values())
     for spec in specs:  # refuse a bad name before any run starts
         check_names(load_config(None, dict(base, fusion=spec.fusion, transfer=spec.transfer)))
     started = time.perf_counter()

@@ -31,6 +31,7 @@ class RunConfig(BaseModel):
     hidden_dim: int = Field(64, ge=2)
     dropout: float = Field(0.1, ge=0, lt=1)
     device: str = "auto"
+    normalization: str = "auto"
     selection: str = "source-val"
     fusion_options: dict[str, Any] = Field(default_factory=dict)
     transfer_options: dict[str, Any] = Field(default_factory=dict)

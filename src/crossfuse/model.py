@@ -36,6 +36,8 @@ class MultimodalModel(nn.Module):
         Size of each encoder's output and of the fused representation.
     fusion_options
         Extra keyword arguments for the fusion module (e.g. ``rank`` for ``lmf``).
+    normalization
+        How each modality's inputs are standardised (:mod:`crossfuse.normalize`).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class MultimodalModel(nn.Module):
         hidden_dim: int = 64,
         dropout: float = 0.1,
         fusion_options: Mapping[str, Any] | None = None,
+        normalization: str = "auto",
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
@@ -54,7 +57,9 @@ class MultimodalModel(nn.Module):
         names = sorted(sample_shapes)
         fusion_cls = FUSIONS[fusion]
         self.fusion_name = fusion
-        self.normalizers = nn.ModuleDict({m: Standardize(tuple(sample_shapes[m])) for m in names})
+        self.normalizers = nn.ModuleDict(
+            {m: Standardize(tuple(sample_shapes[m]), normalization) for m in names}
+        )
         if not getattr(fusion_cls, "uses_encoders", True):
             options.setdefault("dropout", dropout)
             self.encoders = nn.ModuleDict({m: nn.Flatten() for m in names})

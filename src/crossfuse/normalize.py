@@ -1,4 +1,25 @@
-"""Per-modality input standardisation, fitted on training rows and stored in the model's buffers."""
+"""Per-modality input standardisation, fitted on training rows and stored in the model's buffers.
+
+``x' = (x - mean) / scale``, with statistics that suit the kind of input:
+
+- ``'feature'``: one mean and scale per feature (vectors), per frame feature pooled over time (sequences),
+  per channel pooled over pixels (images). The scale is ``max(std_j, 0.1 max_i |x_ij - mean_j|)``: for a
+  dense feature (``max dev ~ 3 std``) it is the standard deviation; for a rare, spiky one (a word seen in
+  three documents, an edge pixel lit once) it is floored so that no training value lands beyond 10.
+  A feature that does not vary in the training rows gets scale 1, scikit-learn's rule
+  (``StandardScaler``): dividing by its rounding noise would send any other value to ``1e5`` and beyond.
+- ``'global'``: one mean per feature, one scale for the whole modality (the pooled standard deviation).
+  For inputs whose features share one unit (pixel intensities, word counts), this keeps their relative
+  sizes: per-feature scaling blows up the pixels that are dark in every source image as soon as the
+  target's digits are rotated into them.
+- ``'auto'`` (the default): ``'global'`` for a vector modality whose training values are non-negative and
+  either all integers (counts, 8-bit pixels, bag-of-words) or all within ``[0, 1]`` (intensities,
+  frequencies); ``'feature'`` otherwise (dense real features of mixed units), and always for sequences and
+  images (whose statistics are already pooled per channel).
+- ``'none'``: the identity.
+
+``benchmarks/normalization.py`` measures the choice on several data sets.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +27,41 @@ import numpy as np
 import torch
 from torch import nn
 
+NORMALIZATIONS = ("auto", "feature", "global", "none")
+#: No training value of a feature lands further than ``1 / SPIKE_FLOOR`` scales from its mean.
+SPIKE_FLOOR = 0.1
+
+
+def resolve_normalization(mode: str, x: np.ndarray) -> str:
+    """The normalisation ``'auto'`` picks for training rows ``x`` of shape ``(N, *sample_shape)``."""
+    if mode != "auto":
+        return mode
+    if x.ndim != 2 or x.size == 0:
+        return "feature"
+    non_negative = bool(x.min() >= 0)
+    integers = bool(np.all(x == np.round(x)))
+    unit_interval = bool(x.max() <= 1)
+    return "global" if non_negative and (integers or unit_interval) else "feature"
+
 
 class Standardize(nn.Module):
-    """``(x - mean) / std`` with statistics that depend on the kind of input.
+    """``(x - mean) / scale`` over one modality; see the module docstring for the rules.
 
-    Vectors ``(d,)``: one mean/std per feature. Sequences ``(T, F)``: one per frame feature, pooled over
-    time. Images ``(C, H, W)``: one per channel, pooled over pixels (so empty border pixels do not get a
-    near-zero std). ``std`` is floored at ``1e-6`` times its largest value, so constant features stay
-    finite.
+    Parameters
+    ----------
+    sample_shape
+        Shape of one sample: ``(d,)``, ``(T, F)`` or ``(C, H, W)``.
+    mode
+        ``'auto'``, ``'feature'``, ``'global'`` or ``'none'``; :attr:`kind` holds what ``fit`` chose.
     """
 
-    def __init__(self, sample_shape: tuple[int, ...]) -> None:
+    def __init__(self, sample_shape: tuple[int, ...], mode: str = "auto") -> None:
         super().__init__()
+        if mode not in NORMALIZATIONS:
+            raise ValueError(f"normalization {mode!r}: choose from {', '.join(NORMALIZATIONS)}")
         self.sample_shape = tuple(sample_shape)
+        self.mode = mode
+        self.kind = mode
         stat_shape = self._stat_shape(self.sample_shape)
         self.register_buffer("mean", torch.zeros(stat_shape))
         self.register_buffer("std", torch.ones(stat_shape))
@@ -36,13 +79,27 @@ class Standardize(nn.Module):
         return {1: (0,), 2: (0, 1), 3: (0, 2, 3)}.get(ndim, (0,))
 
     def fit(self, x: np.ndarray) -> Standardize:
+        """Fit the statistics on training rows ``x`` of shape ``(N, *sample_shape)``."""
+        self.kind = resolve_normalization(self.mode, x)
+        if self.kind == "none" or len(x) == 0:
+            self.mean.zero_()
+            self.std.fill_(1.0)
+            return self
         axes = self._pooled_axes(x.ndim - 1)
         data = x.astype(np.float64)
-        mean = data.mean(axis=axes, keepdims=True)[0]
-        std = data.std(axis=axes, keepdims=True)[0]
-        std = np.maximum(std, 1e-6 * max(float(std.max()), 1e-12))
-        self.mean.copy_(torch.from_numpy(mean.reshape(self.mean.shape)))
-        self.std.copy_(torch.from_numpy(std.reshape(self.std.shape)))
+        mean = data.mean(axis=axes, keepdims=True)
+        deviation = np.abs(data - mean)
+        if self.kind == "global":
+            spread = float(np.sqrt((deviation**2).mean()))
+            scale = np.full_like(mean, spread if spread > 0 else 1.0)
+        else:
+            std = data.std(axis=axes, keepdims=True)
+            scale = np.maximum(std, SPIKE_FLOOR * deviation.max(axis=axes, keepdims=True))
+            reference = float(np.abs(mean).max() + std.max())
+            constant = scale <= 1e-6 * max(reference, float(np.finfo(np.float32).tiny))
+            scale = np.where(constant, 1.0, scale)
+        self.mean.copy_(torch.from_numpy(mean[0].reshape(self.mean.shape)))
+        self.std.copy_(torch.from_numpy(scale[0].reshape(self.std.shape)))
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

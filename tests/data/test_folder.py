@@ -68,9 +68,14 @@ def _bad(kind, root):
         bad[2, 0] = 1e300
         return write_folder(root, {"x": bad}, labels, domains), "beyond the float32 range (first at sample 2)"
     if kind == "labels":
-        return write_folder(root, good, labels + 0.5, domains), "labels.npy: labels must be integers"
-    if kind == "string-labels":
-        return write_folder(root, good, labels.astype(str), domains), "labels.npy"
+        return write_folder(root, good, labels + 0.5, domains), "labels.npy: labels must be class values"
+    if kind == "no-labels":
+        return write_folder(root, good, np.full(8, -1), domains), "labels.npy: no row has a label"
+    if kind == "object-labels":
+        return write_folder(root, good, np.array([1.5j] * 8), domains), "labels.npy: labels must be"
+    if kind == "unclear-channels":
+        images = np.zeros((8, 6, 5, 7), dtype=np.float32)
+        return write_folder(root, {"img": images}, labels, domains), "cannot tell the channel axis"
     if kind == "missing-domains":
         write_folder(root, good, labels, domains)
         (root / "domains.npy").unlink()
@@ -93,7 +98,9 @@ BAD_KINDS = [
     "nan",
     "inf",
     "labels",
-    "string-labels",
+    "no-labels",
+    "object-labels",
+    "unclear-channels",
     "missing-domains",
     "corrupt",
     "empty-modalities",

@@ -10,7 +10,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from crossfuse.config import RunConfig  # noqa: E402
@@ -19,12 +18,12 @@ from crossfuse.train.loop import predict  # noqa: E402
 
 def run_features(run_dir: Path, per_domain: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fused features of source-validation and target-test rows of a finished run; domain and class labels."""
-    from crossfuse.runner import build_model, prepare_task
+    from crossfuse.predictor import load
+    from crossfuse.runner import prepare_task
 
     config = RunConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
     dataset, _, split = prepare_task(config)
-    model = build_model(config, dataset)
-    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    model = load(run_dir).model
     rng = np.random.default_rng(0)
     source = rng.permutation(np.concatenate([split.source_val, split.source_train]))[:per_domain]
     target = rng.permutation(split.target_test)[:per_domain]
@@ -35,16 +34,22 @@ def run_features(run_dir: Path, per_domain: int = 300) -> tuple[np.ndarray, np.n
 
 
 def feature_picture(out: Path, rows: list[dict], gain_table) -> str | None:
-    """Draw ``out/tsne.png`` for the combination with the largest gain (seed 0), beside its source-only
-    run; return a caption, or ``None`` when the run folders are not there."""
+    """Draw ``out/tsne.png`` for the combination with the largest gain (its lowest seed that has both
+    runs), beside its source-only run; return a caption, or ``None`` when no such pair of run folders is
+    there."""
+    seeds = sorted({int(r["seed"]) for r in rows})
     candidates = sorted(((g, k, t) for k, d in gain_table.items() for t, g in d.items()), reverse=True)
+    found = None
     for _, (task, fusion), transfer in candidates:
-        before = out / "runs" / f"{task}-{fusion}-source-only-seed0"
-        after = out / "runs" / f"{task}-{fusion}-{transfer}-seed0"
-        if (before / "model.safetensors").exists() and (after / "model.safetensors").exists():
-            break
-    else:
+        for seed in seeds:
+            before = out / "runs" / f"{task}-{fusion}-source-only-seed{seed}"
+            after = out / "runs" / f"{task}-{fusion}-{transfer}-seed{seed}"
+            if found is None and (before / "model.json").exists() and (after / "model.json").exists():
+                found = before, after, task, fusion, transfer, seed
+    if found is None:
         return None
+    before, after, task, fusion, transfer, seed = found
+    n_classes = max(int(r.get("n_classes") or 10) for r in rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, run_dir, title in ((axes[0], before, "source-only"), (axes[1], after, transfer)):
         features, domain, labels = run_features(run_dir)
@@ -59,19 +64,19 @@ def feature_picture(out: Path, rows: list[dict], gain_table) -> str | None:
                 marker=marker,
                 s=12,
                 vmin=0,
-                vmax=9,
+                vmax=max(1, n_classes - 1),
                 label=name,
                 alpha=0.7,
             )
-        ax.set_title(f"{fusion} fusion, {title} (task {task}, seed 0)")
+        ax.set_title(f"{fusion} fusion, {title} (task {task}, seed {seed})")
         ax.set_xlabel("t-SNE 1")
         ax.set_ylabel("t-SNE 2")
         ax.legend(title="domain (marker)")
     fig.colorbar(scatter, ax=axes, label="class")
     fig.suptitle("Fused features of source (o) and target (x) samples, coloured by class")
-    fig.savefig(out / "tsne.png", dpi=110)
+    fig.savefig(out / "tsne.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return (
-        f"t-SNE of the fused features of {fusion} fusion on task {task}, seed 0: source-only (left) and "
+        f"t-SNE of the fused features of {fusion} fusion on task {task}, seed {seed}: source-only (left) and "
         f"{transfer} (right), the largest gain in this grid."
     )

@@ -53,6 +53,8 @@ COLUMNS = [
     "epochs_run",
     "proxy_a_distance",
     "dataset",
+    "n_classes",
+    "warnings",
 ]
 #: The columns a report cannot do without.
 REQUIRED_COLUMNS = COLUMNS[:7]
@@ -85,6 +87,7 @@ def collect_rows(out: Path) -> list[dict[str, Any]]:
     rows = []
     for path in sorted((out / "runs").glob("*/metrics.json")):
         metrics = json.loads(path.read_text())
+        metrics["warnings"] = " | ".join(metrics.get("warnings", []))
         rows.append(metrics)
     return rows
 
@@ -122,6 +125,13 @@ def _run_one(spec: RunSpec, base: dict[str, Any], run_dir: str) -> dict:
     return metrics
 
 
+def outcome(metrics: dict) -> str:
+    """One run's result in a progress line."""
+    accuracy = metrics.get("target_accuracy")
+    line = "target " + ("n/a" if accuracy is None else f"{accuracy:.4f}")
+    return line + (f" (flagged: {metrics['warnings'][0]})" if metrics.get("warnings") else "")
+
+
 def run_grid(
     specs: list[RunSpec],
     out: Path,
@@ -141,7 +151,7 @@ def run_grid(
         for i, spec in enumerate(todo, 1):
             metrics = _run_one(spec, base, str(out / "runs" / spec.name))
             write_results(out)
-            log(f"[{i}/{len(todo)}] {spec.name}: target {metrics['target_accuracy']:.4f}")
+            log(f"[{i}/{len(todo)}] {spec.name}: {outcome(metrics)}")
         return todo
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
@@ -150,7 +160,7 @@ def run_grid(
             spec = futures[future]
             metrics = future.result()
             write_results(out)
-            log(f"[{i}/{len(todo)}] {spec.name}: target {metrics['target_accuracy']:.4f}")
+            log(f"[{i}/{len(todo)}] {spec.name}: {outcome(metrics)}")
     return todo
 
 

@@ -52,6 +52,7 @@ def summarise(rows: list[dict]) -> dict[tuple[str, str, str], dict[str, np.ndarr
         ):
             groups[key][metric].append(_number(row, metric))
         groups[key]["seed"].append(row["seed"])
+        groups[key]["flagged"].append(bool(row.get("warnings")))
     return {k: {m: np.array(v) for m, v in d.items()} for k, d in groups.items()}
 
 
@@ -64,34 +65,51 @@ def _pm(values: np.ndarray, scale: float = 100.0, digits: int = 1) -> str:
 
 def gains(summary) -> dict[tuple[str, str], dict[str, float]]:
     """``(task, fusion) -> transfer -> mean target gain over source-only`` (label-free selection)."""
+    return {key: {t: g[0] for t, g in value.items()} for key, value in gains_with_spread(summary).items()}
+
+
+def gains_with_spread(summary) -> dict[tuple[str, str], dict[str, tuple[float, float]]]:
+    """``(task, fusion) -> transfer -> (mean, std)`` of the per-seed gain over the source-only run of the
+    same seed (seeds without a source-only run are left out of the spread)."""
     result: dict = defaultdict(dict)
     for (task, fusion, transfer), metrics in summary.items():
         baseline = summary.get((task, fusion, "source-only"))
-        if baseline is not None and transfer != "source-only":
-            result[(task, fusion)][transfer] = (
-                metrics["target_accuracy"].mean() - baseline["target_accuracy"].mean()
-            )
+        if baseline is None or transfer == "source-only":
+            continue
+        mean = np.nanmean(metrics["target_accuracy"]) - np.nanmean(baseline["target_accuracy"])
+        by_seed = dict(zip(baseline["seed"], baseline["target_accuracy"], strict=True))
+        paired = [
+            a - by_seed[s]
+            for s, a in zip(metrics["seed"], metrics["target_accuracy"], strict=True)
+            if s in by_seed
+        ]
+        spread = float(np.nanstd(paired)) if paired else float("nan")
+        result[(task, fusion)][transfer] = (float(mean), spread)
     return result
 
 
 def plot_gains(gain_table, path: Path) -> None:
+    """Bars of the mean gain, error bars of its standard deviation over seeds (``gains_with_spread``)."""
     keys = sorted(gain_table)
     transfers = sorted({t for g in gain_table.values() for t in g})
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(keys) + 2), 4))
     width = 0.8 / max(1, len(transfers))
     for i, transfer in enumerate(transfers):
-        values = [100 * gain_table[k].get(transfer, np.nan) for k in keys]
-        ax.bar(np.arange(len(keys)) + i * width, values, width, label=transfer)
+        values = [100 * gain_table[k].get(transfer, (np.nan, np.nan))[0] for k in keys]
+        spread = [100 * gain_table[k].get(transfer, (np.nan, np.nan))[1] for k in keys]
+        ax.bar(np.arange(len(keys)) + i * width, values, width, yerr=spread, capsize=3, label=transfer)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.axhline(100 * GAIN_THRESHOLD, color="grey", linestyle="--", linewidth=0.8, label="+2 points")
     ax.set_xticks(np.arange(len(keys)) + width * (len(transfers) - 1) / 2)
     ax.set_xticklabels([f"{fusion}\n({task})" for task, fusion in keys])
     ax.set_xlabel("fusion (task)")
     ax.set_ylabel("target accuracy gain (points)")
-    ax.set_title("Gain of each transfer method over source-only\n(label-free selection, mean over seeds)")
+    ax.set_title(
+        "Gain of each transfer method over source-only\n(label-free selection, mean ± std over seeds)"
+    )
     ax.legend(title="transfer", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -106,7 +124,7 @@ def plot_a_distance(summary, path: Path) -> None:
     ax.set_title("Source-target distance after training, per combination")
     ax.set_xlim(0, 2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -149,7 +167,7 @@ def plot_ablation(table, path: Path) -> None:
     ax.set_title("Per-modality ablation: each modality removed at test time")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -158,6 +176,7 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
     rows = read_results(out / "results.csv")
     summary = summarise(rows)
     gain_table = gains(summary)
+    spread_table = gains_with_spread(summary)
     lines = [
         "# crossfuse benchmark report",
         "",
@@ -167,15 +186,16 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
         "seeds, in %.",
         "",
         "| task | fusion | transfer | seeds | target acc | oracle target acc | source-val acc | proxy A-dist "
-        "| s/run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| s/run | flagged |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key in sorted(summary):
         m = summary[key]
         lines.append(
             f"| {key[0]} | {key[1]} | {key[2]} | {len(m['seed'])} | {_pm(m['target_accuracy'])} | "
             f"{_pm(m['oracle_target_accuracy'])} | {_pm(m['source_val_accuracy'])} | "
-            f"{_pm(m['proxy_a_distance'], 1.0, 2)} | {np.nanmean(m['train_seconds']):.0f} |"
+            f"{_pm(m['proxy_a_distance'], 1.0, 2)} | {np.nanmean(m['train_seconds']):.0f} | "
+            f"{int(np.sum(m['flagged']))} |"
         )
     lines += ["", "## Gain over source-only", ""]
     if gain_table:
@@ -185,7 +205,12 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
             "| --- | --- |" + " --- |" * len(transfers),
         ]
         for key in sorted(gain_table):
-            cells = [f"{100 * gain_table[key][t]:+.1f}" if t in gain_table[key] else "–" for t in transfers]
+            cells = [
+                f"{100 * spread_table[key][t][0]:+.1f} ± {100 * spread_table[key][t][1]:.1f}"
+                if t in spread_table[key]
+                else "–"
+                for t in transfers
+            ]
             lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
         winners = [(g, t, k) for k, d in gain_table.items() for t, g in d.items() if g >= GAIN_THRESHOLD]
         lines.append("")
@@ -197,7 +222,7 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
             )
         else:
             lines.append("No transfer method beats source-only by 2 points or more on this grid.")
-        plot_gains(gain_table, out / "gains.png")
+        plot_gains(spread_table, out / "gains.png")
         lines += ["", "![gains](gains.png)"]
     else:
         lines.append("No source-only baseline in the grid, so no gains can be computed.")
@@ -226,8 +251,14 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
         from crossfuse.bench.features_picture import feature_picture as draw
 
         caption = draw(out, rows, gain_table)
+        lines += ["", "## Features before and after adaptation", ""]
         if caption:
-            lines += ["", "## Features before and after adaptation", "", caption, "", "![t-SNE](tsne.png)"]
+            lines += [caption, "", "![t-SNE](tsne.png)"]
+        else:
+            lines.append(
+                "No picture: it needs a source-only run and a transfer run of the same task, fusion and seed "
+                "with their model files."
+            )
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -31,13 +31,18 @@ class MultimodalDataset:
         ``name -> array`` of shape ``(N, *shape_m)``, float32. ``(N, D)`` is a vector, ``(N, T, F)`` a
         sequence of ``T`` frames, ``(N, C, H, W)`` an image.
     labels
-        ``(N,)`` int64 class indices in ``[0, n_classes)``.
+        ``(N,)`` int64 class indices in ``[0, n_classes)``; ``-1`` marks a row without a label.
     domains
         ``(N,)`` domain names (strings).
     split
         ``(N,)`` of ``'train'``, ``'test'`` or ``'all'``, or ``None`` for a seeded split.
     tasks
         Named source/target tasks; ``'default'`` is used when no task or domains are given.
+    class_names
+        The user's label value of each class index (integers or strings); ``None`` means ``0..C-1``.
+    layouts
+        ``name -> 'channels_last'`` for image modalities that were given as ``(N, H, W, C)`` and turned
+        into ``(N, C, H, W)``.
     """
 
     name: str
@@ -46,10 +51,19 @@ class MultimodalDataset:
     domains: np.ndarray
     split: np.ndarray | None = None
     tasks: dict[str, Task] = field(default_factory=dict)
+    class_names: list | None = None
+    layouts: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
+        if self.class_names is not None:
+            return len(self.class_names)
         return int(self.labels.max()) + 1
+
+    @property
+    def classes(self) -> list:
+        """The user's label value of each class index."""
+        return list(self.class_names) if self.class_names is not None else list(range(self.n_classes))
 
     @property
     def domain_names(self) -> list[str]:
@@ -114,7 +128,8 @@ def split_task(
     of them held out for label-free model selection), target rows marked ``train``/``all`` are the
     unlabelled training stream and target rows marked ``test``/``all`` are evaluated (``all`` is the
     transductive protocol). Without it, a seeded split: ``target_test_fraction`` of target rows are
-    held out for evaluation.
+    held out for evaluation. Source rows without a label (``-1``) are left out; target rows without one
+    still join the unlabelled stream and are predicted, but cannot be scored.
     """
     rng = np.random.default_rng(seed)
     sample_domain = np.zeros(len(dataset), dtype=np.int64)
@@ -127,10 +142,11 @@ def split_task(
     if dataset.split is not None:
         split = dataset.split
         labelled = source_rows[np.isin(split[source_rows], ("train", "all"))]
+        labelled = labelled[dataset.labels[labelled] >= 0]
         target_train = target_rows[np.isin(split[target_rows], ("train", "all"))]
         target_test = target_rows[np.isin(split[target_rows], ("test", "all"))]
     else:
-        labelled = source_rows
+        labelled = source_rows[dataset.labels[source_rows] >= 0]
         shuffled = rng.permutation(target_rows)
         n_test = max(1, int(round(target_test_fraction * len(shuffled))))
         target_test, target_train = np.sort(shuffled[:n_test]), np.sort(shuffled[n_test:])
@@ -143,5 +159,8 @@ def split_task(
         ("target test", target_test),
     ):
         if len(rows) == 0:
-            raise DataError(f"the {label} set of this task is empty: check the domains and split.npy")
+            raise DataError(
+                f"the {label} set of this task is empty: check the domains, split.npy and the labels "
+                "(source rows need one)"
+            )
     return TaskSplit(source_train, source_val, target_train, target_test, sample_domain)

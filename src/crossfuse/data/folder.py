@@ -2,10 +2,13 @@
 
 ::
 
-    PATH/modalities/<name>.npy   one array per modality, first axis = samples (any numeric dtype)
-    PATH/labels.npy              (N,) integer class labels
+    PATH/modalities/<name>.npy   one array per modality, first axis = samples (any numeric dtype):
+                                 (N, d) vectors, (N, T, F) sequences, (N, C, H, W) or (N, H, W, C) images
+    PATH/labels.npy              (N,) class labels: any integers or strings; -1 or "" = no label
     PATH/domains.npy             (N,) domain names (strings) or integers
     PATH/split.npy               optional (N,) 'train' / 'test' / 'all'
+
+:func:`read_modalities` reads ``modalities/`` alone (what ``crossfuse predict`` needs).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from crossfuse.data.dataset import SPLIT_VALUES, MultimodalDataset
 from crossfuse.errors import DataError
 
 MODALITY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+#: At most this many channels are taken for the last axis of a channel-last image.
+MAX_CHANNELS_LAST = 4
 
 
-def _load(path: Path) -> np.ndarray:
+def load_array(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: missing file")
     try:
@@ -36,7 +41,7 @@ def _load(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a readable .npy array ({type(error).__name__}: {error})") from None
 
 
-def _as_strings(array: np.ndarray, path: Path) -> np.ndarray:
+def as_domain_names(array: np.ndarray, path: Path) -> np.ndarray:
     if array.dtype.kind in "iu":
         return array.astype(str)
     if array.dtype.kind in "US":
@@ -46,6 +51,122 @@ def _as_strings(array: np.ndarray, path: Path) -> np.ndarray:
     raise DataError(f"{path}: domains must be strings or integers, found dtype {array.dtype}")
 
 
+def image_layout(shape: tuple[int, ...], where: str) -> str:
+    """``'channels_first'`` or ``'channels_last'`` for an image array of shape ``(N, a, b, c)``.
+
+    The channel axis is the one that is small (at most 4: grey, RGB, RGBA) or smaller than both other
+    axes; when both ends are small, the smaller (``(N, 4, 4, 1)`` is a grey 4x4 image), and
+    ``(N, C, H, W)`` wins a tie. An array where neither end can be the channel axis is refused.
+    """
+    a, b, c = shape[1:]
+    if a <= MAX_CHANNELS_LAST and c <= MAX_CHANNELS_LAST:
+        return "channels_last" if c < a else "channels_first"
+    if a <= MAX_CHANNELS_LAST or a < min(b, c):
+        return "channels_first"
+    if c <= MAX_CHANNELS_LAST or c < min(a, b):
+        return "channels_last"
+    raise DataError(
+        f"{where}: cannot tell the channel axis of images of shape {tuple(shape)}; "
+        "save them as (N, C, H, W) (channels first) or (N, H, W, C) with at most 4 channels"
+    )
+
+
+def to_channels_first(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(array, -1, 1))
+
+
+def check_modality(name: str, array: np.ndarray, where: str, n: int | None = None) -> np.ndarray:
+    """Validate one modality array and return it as float32 (raising :class:`DataError` naming ``where``)."""
+    if array.dtype.kind not in "iufb":
+        raise DataError(f"{where}: modality {name!r} must be numeric, found dtype {array.dtype}")
+    if array.ndim < 2 or array.ndim > 4:
+        raise DataError(
+            f"{where}: modality {name!r} has shape {array.shape}; need (N, d), (N, T, F) or (N, C, H, W)"
+        )
+    if n is not None and len(array) != n:
+        raise DataError(f"{where}: modality {name!r} has {len(array)} samples but labels.npy has {n}")
+    if len(array) == 0 or 0 in array.shape[1:]:
+        raise DataError(f"{where}: modality {name!r} is empty (shape {array.shape})")
+    rows = len(array)
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        bad = int(np.flatnonzero(~np.isfinite(array.reshape(rows, -1)).all(1))[0])
+        raise DataError(f"{where}: modality {name!r} contains NaN or inf (first at sample {bad})")
+    with np.errstate(over="ignore"):
+        single = array.astype(np.float32)
+    if not np.all(np.isfinite(single)):
+        bad = int(np.flatnonzero(~np.isfinite(single.reshape(rows, -1)).all(1))[0])
+        raise DataError(
+            f"{where}: modality {name!r} has values beyond the float32 range (first at sample {bad}); "
+            "rescale it"
+        )
+    return single
+
+
+def read_modalities(root: str | Path, n: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``modalities/*.npy`` of a folder as float32 arrays, images channels first; also which modalities
+    were given channels last. ``n``, when known, is the number of rows every modality must have."""
+    modality_dir = Path(root) / "modalities"
+    if not modality_dir.is_dir():
+        raise DataError(f"{modality_dir}: missing folder (one <name>.npy per modality)")
+    files = sorted(modality_dir.glob("*.npy"))
+    if not files:
+        raise DataError(f"{modality_dir}: no modality files (*.npy) found")
+    modalities, layouts = {}, {}
+    for file in files:
+        name = file.stem
+        if not MODALITY_NAME.fullmatch(name):
+            raise DataError(f"{file}: modality name {name!r} must be letters, digits, '_' or '-'")
+        array = check_modality(name, load_array(file), str(file), n)
+        if array.ndim == 4 and image_layout(array.shape, f"{file}: modality {name!r}") == "channels_last":
+            array, layouts[name] = to_channels_first(array), "channels_last"
+        modalities[name] = array
+    lengths = {len(a) for a in modalities.values()}
+    if len(lengths) > 1:
+        sizes = ", ".join(f"{m}: {len(a)}" for m, a in modalities.items())
+        raise DataError(f"{modality_dir}: modalities have different numbers of samples ({sizes})")
+    return modalities, layouts
+
+
+def read_labels(path: Path, n: int | None = None) -> tuple[np.ndarray, list]:
+    """Class indices ``(N,)`` (``-1`` where a label is missing) and the sorted class values.
+
+    Labels may be any integers (``-1`` = missing) or strings (``""`` = missing); integer-valued floats are
+    integers. Float labels with a fractional part are targets of regression, which classification refuses.
+    """
+    labels = load_array(path)
+    if labels.ndim != 1:
+        raise DataError(f"{path}: expected shape (N,), found {labels.shape}")
+    if n is not None and len(labels) != n:
+        raise DataError(f"{path}: has {len(labels)} labels but the modalities have {n} samples")
+    if len(labels) == 0:
+        raise DataError(f"{path}: no samples")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)):
+            raise DataError(f"{path}: labels contain NaN or inf (use -1 for a missing label)")
+        if not np.all(labels == np.round(labels)):
+            raise DataError(
+                f"{path}: labels must be class values (integers or strings), found non-integer floats"
+            )
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind == "b":
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind in "iu":
+        values = labels.astype(np.int64)
+        present = values != -1
+        classes = sorted(int(v) for v in np.unique(values[present]))
+    elif labels.dtype.kind in "US":
+        values = labels.astype(str)
+        present = values != ""
+        classes = sorted(str(v) for v in np.unique(values[present]))
+    else:
+        raise DataError(f"{path}: labels must be integers or strings, found dtype {labels.dtype}")
+    if not classes:
+        raise DataError(f'{path}: no row has a label (-1 and "" mark missing labels)')
+    index = np.full(len(values), -1, dtype=np.int64)
+    index[present] = np.searchsorted(np.array(classes), values[present])
+    return index, classes
+
+
 def load_folder(path: str | Path) -> MultimodalDataset:
     """Read and validate a bring-your-own-data folder.
 
@@ -53,69 +174,25 @@ def load_folder(path: str | Path) -> MultimodalDataset:
     ------
     DataError
         Naming the file and the problem: missing file, unreadable array, mismatched lengths, NaN or inf,
-        labels that are not integers, an empty modalities folder, a bad split value, a domain without rows.
+        labels that are neither integers nor strings, an empty modalities folder, images whose channel axis
+        cannot be told, a bad split value.
     """
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (give a dataset name such as av-digits, or a data folder)")
-    modality_dir = root / "modalities"
-    if not modality_dir.is_dir():
-        raise DataError(f"{modality_dir}: missing folder (one <name>.npy per modality)")
-    files = sorted(modality_dir.glob("*.npy"))
-    if not files:
-        raise DataError(f"{modality_dir}: no modality files (*.npy) found")
     labels_path, domains_path, split_path = root / "labels.npy", root / "domains.npy", root / "split.npy"
-    labels = _load(labels_path)
-    if labels.ndim != 1:
-        raise DataError(f"{labels_path}: expected shape (N,), found {labels.shape}")
+    labels, classes = read_labels(labels_path)
     n = len(labels)
-    if n == 0:
-        raise DataError(f"{labels_path}: no samples")
-    if labels.dtype.kind == "f":
-        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
-            raise DataError(f"{labels_path}: labels must be integers, found non-integer values")
-    elif labels.dtype.kind not in "iub":
-        raise DataError(f"{labels_path}: labels must be integers, found dtype {labels.dtype}")
-    labels = labels.astype(np.int64)
-    if labels.min() < 0:
-        raise DataError(f"{labels_path}: labels must be >= 0, found {labels.min()}")
-    modalities = {}
-    for file in files:
-        name = file.stem
-        if not MODALITY_NAME.fullmatch(name):
-            raise DataError(f"{file}: modality name {name!r} must be letters, digits, '_' or '-'")
-        array = _load(file)
-        if array.dtype.kind not in "iufb":
-            raise DataError(f"{file}: modality {name!r} must be numeric, found dtype {array.dtype}")
-        if array.ndim < 2 or array.ndim > 4:
-            raise DataError(
-                f"{file}: modality {name!r} has shape {array.shape}; need (N, d), (N, T, F) or (N, C, H, W)"
-            )
-        if len(array) != n:
-            raise DataError(
-                f"{file}: modality {name!r} has {len(array)} samples but {labels_path.name} has {n}"
-            )
-        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-            bad = int(np.flatnonzero(~np.isfinite(array.reshape(n, -1)).all(1))[0])
-            raise DataError(f"{file}: modality {name!r} contains NaN or inf (first at sample {bad})")
-        with np.errstate(over="ignore"):
-            single = array.astype(np.float32)
-        if not np.all(np.isfinite(single)):
-            bad = int(np.flatnonzero(~np.isfinite(single.reshape(n, -1)).all(1))[0])
-            raise DataError(
-                f"{file}: modality {name!r} has values beyond the float32 range "
-                f"(first at sample {bad}); rescale it"
-            )
-        modalities[name] = single
-    domains_raw = _load(domains_path)
+    modalities, layouts = read_modalities(root, n)
+    domains_raw = load_array(domains_path)
     if domains_raw.shape != (n,):
         raise DataError(
             f"{domains_path}: expected shape ({n},) to match {labels_path.name}, found {domains_raw.shape}"
         )
-    domains = _as_strings(domains_raw, domains_path)
+    domains = as_domain_names(domains_raw, domains_path)
     split = None
     if split_path.exists():
-        split = _load(split_path)
+        split = load_array(split_path)
         if split.shape != (n,) or split.dtype.kind not in "US":
             raise DataError(
                 f"{split_path}: expected ({n},) strings train/test/all, found {split.dtype} {split.shape}"
@@ -124,4 +201,6 @@ def load_folder(path: str | Path) -> MultimodalDataset:
         unknown = sorted(set(split.tolist()) - set(SPLIT_VALUES))
         if unknown:
             raise DataError(f"{split_path}: unknown split values {unknown} (use 'train', 'test', 'all')")
-    return MultimodalDataset(root.name, modalities, labels, domains, split, tasks={})
+    return MultimodalDataset(
+        root.name, modalities, labels, domains, split, tasks={}, class_names=classes, layouts=layouts
+    )

@@ -10,8 +10,8 @@ class ImageEncoder(nn.Module):
     """Small CNN for ``(batch, C, H, W)`` images.
 
     Two blocks of 3x3 convolution + ReLU + 2x2 max-pooling (``C -> 16 -> 32`` channels: enough for
-    digit-sized images and cheap on a CPU), an adaptive average pool to 4x4 (so any image size works),
-    then ``ReLU(W vec(h) + b)`` to ``output_dim``.
+    digit-sized images and cheap on a CPU), an adaptive average pool to 4x4 (so any image size works;
+    pooling rounds up, so a side of 1 stays 1), then ``ReLU(W vec(h) + b)`` to ``output_dim``.
     """
 
     def __init__(self, in_channels: int, output_dim: int = 64, dropout: float = 0.1) -> None:
@@ -20,10 +20,10 @@ class ImageEncoder(nn.Module):
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, 16, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            nn.MaxPool2d(2, ceil_mode=True),
             nn.Conv2d(16, 32, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            nn.MaxPool2d(2, ceil_mode=True),
             nn.AdaptiveAvgPool2d(4),
         )
         self.project = nn.Sequential(

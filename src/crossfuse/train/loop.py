@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from crossfuse.errors import CrossfuseError
 from crossfuse.evaluation.selection import SELECTION_CRITERIA, selection_scores, selection_tolerance
 from crossfuse.model import MultimodalModel
 from crossfuse.parallel import batch_shard
@@ -88,8 +89,17 @@ def predict(model: MultimodalModel, inputs: Arrays, batch_size: int = 512) -> tu
     return np.concatenate(probabilities), np.concatenate(features)
 
 
-def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    return float((probabilities.argmax(1) == labels).mean())
+def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
+    """Share of rows whose most probable class is the label, over the rows that have one (label ``>= 0``);
+    ``None`` when none has."""
+    known = labels >= 0
+    if not known.any():
+        return None
+    return float((probabilities[known].argmax(1) == labels[known]).mean())
+
+
+class TrainingDiverged(CrossfuseError):
+    """The training loss became NaN or infinite; the run stops instead of reporting a broken model."""
 
 
 class Interrupted(Exception):
@@ -252,6 +262,11 @@ def train(
                         to_tensors(target, target_rows.numpy(), device),
                         step / total_steps,
                     )
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"training diverged: the loss became {loss.item()} at epoch {epoch}, step {k + 1} "
+                        f"(lr {settings.lr}); lower --lr, or check the inputs for extreme values"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -264,7 +279,7 @@ def train(
                 model, source_val, target, predict, val_weights, with_entropy=settings.selection == "entropy"
             )
             record = {"epoch": epoch, "train_loss": float(np.mean(state["losses"])), **scores}
-            if target_test is not None:
+            if target_test is not None and (target_test[1] >= 0).any():
                 record["target_accuracy"] = accuracy(predict(model, target_test[0])[0], target_test[1])
             state["history"].append(record)
             score = scores[settings.selection]

@@ -6,6 +6,7 @@ import torch
 
 from crossfuse.parallel import gather_shards
 from crossfuse.transfer.base import StepOutputs, TransferMethod
+from crossfuse.transfer.gradient_reversal import dann_lambda
 
 
 def multi_kernel_mmd(
@@ -31,16 +32,30 @@ def multi_kernel_mmd(
 
 
 class MMD(TransferMethod):
-    """Align kernel mean embeddings: ``L = L_y + weight * mean_spaces MMD^2_k(f_s, f_t)`` with the
-    multi-kernel Gaussian MMD of Long et al. (ICML 2015). Under torchrun the kernel means run over the
+    """Align kernel mean embeddings: ``L = L_y + weight * lambda_p * mean_spaces MMD^2_k(f_s, f_t)`` with
+    the multi-kernel Gaussian MMD of Long et al. (ICML 2015). Under torchrun the kernel means run over the
     global batch (:func:`~crossfuse.parallel.gather_shards`), not each process's shard.
+
+    ``lambda_p`` is DANN's warm-up ``2 / (1 + exp(-10 p)) - 1`` over training progress ``p`` (``warmup=True``,
+    the default). DAN starts from a network pre-trained on ImageNet; from a random start, a constant
+    representation has zero MMD, and the full weight from the first step can reach it before the classifier
+    has learnt anything: every encoder unit dies and the run sits at chance (seen on the digits-halves
+    images, ``benchmarks/digits_halves.py``). ``warmup=False`` is the constant weight of the paper.
     """
 
     name = "mmd"
     uses_target = True
 
+    def __init__(self, align: str = "fused", weight: float = 1.0, warmup: bool = True) -> None:
+        super().__init__(align, weight)
+        self.warmup = warmup
+
     def alignment_loss(self, outputs: StepOutputs, progress: float) -> torch.Tensor:
         pairs = outputs.aligned_pairs(self.align)
-        return torch.stack(
-            [multi_kernel_mmd(gather_shards(s), gather_shards(t)) for s, t in pairs.values()]
-        ).mean()
+        ramp = dann_lambda(progress) if self.warmup else 1.0
+        return (
+            ramp
+            * torch.stack(
+                [multi_kernel_mmd(gather_shards(s), gather_shards(t)) for s, t in pairs.values()]
+            ).mean()
+        )

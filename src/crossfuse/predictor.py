@@ -1,0 +1,174 @@
+"""Using a trained model: load a run folder without its training data, predict, export for serving.
+
+A finished run folder holds ``model.safetensors`` (every weight and the inputs' normalisation) and
+``model.json`` (modality names, sample shapes and layouts, class values, the model's settings), which is
+all :func:`load` needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from crossfuse.errors import DataError
+
+MODEL_CARD = "model.json"
+MODEL_WEIGHTS = "model.safetensors"
+CARD_FORMAT = 1
+
+
+def model_card(config, dataset, model) -> dict[str, Any]:
+    """What :func:`load` needs besides the weights: the model's settings, its inputs and its classes."""
+    return {
+        "format": CARD_FORMAT,
+        "fusion": config.fusion,
+        "hidden_dim": config.hidden_dim,
+        "dropout": config.dropout,
+        "fusion_options": config.fusion_options,
+        "normalization": config.normalization,
+        "transfer": config.transfer,
+        "modalities": {
+            m: {
+                "shape": list(x.shape[1:]),
+                "dtype": "float32",
+                "layout": dataset.layouts.get(m, "channels_first" if x.ndim == 4 else "plain"),
+                "normalization": model.normalizers[m].kind,
+            }
+            for m, x in sorted(dataset.modalities.items())
+        },
+        "classes": dataset.classes,
+    }
+
+
+class TrainedModel:
+    """A trained crossfuse model and what it takes: ``predict`` / ``predict_proba`` on a dict of arrays.
+
+    Inputs are ``{modality: array}`` with the samples on the first axis, in any numeric dtype; images may
+    be given channels last when the training folder gave them so. A missing modality, a sample shape that
+    does not match, or a NaN is refused with one line naming the modality.
+    """
+
+    def __init__(self, model: nn.Module, card: dict[str, Any], where: str = "model") -> None:
+        self.model = model.eval()
+        self.card = card
+        self.where = where
+        self.classes = list(card["classes"])
+        self.modalities = {m: tuple(spec["shape"]) for m, spec in card["modalities"].items()}
+
+    def prepare(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Check and convert ``inputs`` to what the model takes: float32, channels first."""
+        from crossfuse.data.folder import check_modality, to_channels_first
+
+        missing = sorted(set(self.modalities) - set(inputs))
+        if missing:
+            raise DataError(
+                f"{self.where}: modality {missing[0]!r} is missing (the model takes "
+                f"{', '.join(sorted(self.modalities))})"
+            )
+        prepared, lengths = {}, set()
+        for m, shape in sorted(self.modalities.items()):
+            array = np.asarray(inputs[m])
+            if array.shape == shape:
+                array = array[None]
+            if array.ndim == 4 and array.shape[1:] != shape and array.shape[1:] == (*shape[1:], shape[0]):
+                array = to_channels_first(array)
+            if array.shape[1:] != shape:
+                raise DataError(
+                    f"{self.where}: modality {m!r} has samples of shape {tuple(array.shape[1:])}, "
+                    f"the model takes {shape}"
+                )
+            prepared[m] = check_modality(m, array, self.where)
+            lengths.add(len(array))
+        if len(lengths) > 1:
+            raise DataError(
+                f"{self.where}: the modalities have different numbers of samples ({sorted(lengths)})"
+            )
+        return prepared
+
+    def predict_proba(self, inputs: Mapping[str, Any], batch_size: int = 512) -> np.ndarray:
+        """Class probabilities ``(N, n_classes)``, columns in the order of :attr:`classes`."""
+        from crossfuse.train.loop import predict
+
+        return predict(self.model, self.prepare(inputs), batch_size)[0]
+
+    def predict(self, inputs: Mapping[str, Any], batch_size: int = 512) -> np.ndarray:
+        """The most probable class of each sample, in the label values of the training data."""
+        index = self.predict_proba(inputs, batch_size).argmax(1)
+        return np.array(self.classes, dtype=object if isinstance(self.classes[0], str) else None)[index]
+
+    def export(self, path: str | Path) -> Path:
+        """Write a ``torch.export`` program that serves the model without crossfuse.
+
+        Load it with ``torch.export.load(path).module()`` and call it with one float32 tensor a modality,
+        in sorted modality order (:attr:`modalities`), channels first; it returns the class probabilities.
+        ``model.json`` beside the run names the classes.
+        """
+        names = sorted(self.modalities)
+        wrapper = _PositionalModel(self.model, names).eval()
+        examples = tuple(torch.zeros((2, *self.modalities[m])) for m in names)
+        batch = torch.export.Dim("batch", min=1)
+        program = torch.export.export(
+            wrapper, examples, dynamic_shapes=(tuple({0: batch} for _ in names),), strict=False
+        )
+        path = Path(path)
+        torch.export.save(program, str(path))
+        return path
+
+
+class _PositionalModel(nn.Module):
+    """Takes the modalities as positional tensors (what an exported program can take) and returns
+    probabilities."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(dict(zip(self.names, tensors, strict=True))), dim=-1)
+
+
+def load(run: str | Path) -> TrainedModel:
+    """The trained model of a finished run folder; the training data is not needed.
+
+    Raises
+    ------
+    DataError
+        When the folder is not a finished run (no ``model.json`` or ``model.safetensors``) or its files
+        do not match.
+    """
+    from safetensors.torch import load_file
+
+    from crossfuse.model import MultimodalModel
+
+    root = Path(run)
+    card_path, weights_path = root / MODEL_CARD, root / MODEL_WEIGHTS
+    for path in (card_path, weights_path):
+        if not path.is_file():
+            raise DataError(f"{path}: missing file (is {root} a finished crossfuse run folder?)")
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{card_path}: not valid JSON ({error})") from None
+    if card.get("format") != CARD_FORMAT:
+        raise DataError(f"{card_path}: format {card.get('format')!r} is not one this crossfuse reads")
+    model = MultimodalModel(
+        {m: tuple(spec["shape"]) for m, spec in card["modalities"].items()},
+        len(card["classes"]),
+        card["fusion"],
+        card["hidden_dim"],
+        dropout=card["dropout"],
+        fusion_options=card["fusion_options"],
+        normalization=card["normalization"],
+    )
+    try:
+        model.load_state_dict(load_file(str(weights_path)))
+    except Exception as error:
+        first = str(error).strip().splitlines()[0]
+        raise DataError(f"{weights_path}: does not match {card_path.name} ({first})") from None
+    return TrainedModel(model, card, where=str(root))

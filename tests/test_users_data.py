@@ -1,0 +1,404 @@
+"""A user's own folder: safe normalisation, labels as they come, flagged failures, predict, load, export."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import crossfuse
+from crossfuse.config import load_config
+from crossfuse.data.folder import load_folder
+from crossfuse.errors import CrossfuseError
+from crossfuse.normalize import Standardize, resolve_normalization
+from crossfuse.runner import run_experiment, run_warnings
+from tests.conftest import write_folder
+from tests.test_cli import crossfuse as cli
+
+
+def quiet(line):
+    return None
+
+
+def shifted_folder(root, n=240, seed=0, labels=None, layout="vector", target_label=True):
+    """Three classes, two modalities, domain ``b`` shifted; ``labels`` maps class index to label value."""
+    rng = np.random.default_rng(seed)
+    classes = rng.integers(0, 3, n)
+    domains = np.where(np.arange(n) < n // 2, "a", "b")
+    shift = np.where(domains == "b", 0.7, 0.0)[:, None]
+    vec = rng.normal(size=(n, 6)) + np.eye(3)[classes] @ rng.normal(size=(3, 6)) * 2 + shift
+    image = rng.normal(size=(n, 1, 6, 6)) * 0.3 + classes[:, None, None, None] * 0.8
+    if layout == "channels_last":
+        image = np.moveaxis(image, 1, -1)
+    values = classes if labels is None else np.asarray(labels)[classes]
+    if not target_label:
+        values = np.where(domains == "b", "" if values.dtype.kind == "U" else -1, values)
+    return write_folder(root, {"vec": vec.astype(np.float32), "img": image}, values, domains)
+
+
+def options(folder, **extra):
+    return dict(data=str(folder), source=["a"], target=["b"], epochs=2, **extra)
+
+
+# --- normalisation ---------------------------------------------------------------------------------
+
+
+def test_constant_feature_gets_scale_one_and_spiky_feature_a_floor():
+    x = np.zeros((100, 3))
+    x[:, 0] = 5.0  # constant
+    x[:, 1] = np.arange(100) % 2  # dense: std 0.5, max deviation 0.5
+    x[3, 2] = 10.0  # one spike: std 0.995, max deviation 9.9
+    layer = Standardize((3,), "feature").fit(x)
+    np.testing.assert_allclose(layer.mean.numpy(), [5.0, 0.5, 0.1], rtol=1e-6)
+    spike_std = np.sqrt((0.1**2 * 99 + 9.9**2) / 100)
+    np.testing.assert_allclose(layer.std.numpy(), [1.0, 0.5, max(spike_std, 0.99)], rtol=1e-6)
+    shifted = torch.tensor([[6.0, 0.5, 0.1]])
+    assert float(layer(shifted)[0, 0]) == pytest.approx(1.0)  # not 1e6
+
+
+def test_global_scale_keeps_the_relative_size_of_features():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 17, size=(50, 4)).astype(float)
+    x[:, 0] = 0  # a pixel that is dark in every image
+    layer = Standardize((4,), "global").fit(x)
+    deviation = x - x.mean(0)
+    np.testing.assert_allclose(layer.std.numpy(), np.full(4, np.sqrt((deviation**2).mean())), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (np.array([[0, 3], [16, 1]]), "global"),  # counts or 8-bit pixels
+        (np.array([[0.0, 0.5], [1.0, 0.25]]), "global"),  # intensities in [0, 1]
+        (np.array([[-1.2, 3.5], [0.3, 2.0]]), "feature"),  # dense real features
+        (np.array([[0.0, 3.5], [2.2, 1.0]]), "feature"),  # non-negative but real beyond 1
+    ],
+)
+def test_auto_normalization_by_kind_of_vector(values, expected):
+    assert resolve_normalization("auto", values) == expected
+    assert resolve_normalization("auto", np.zeros((2, 3, 4))) == "feature"  # sequences stay per feature
+
+
+# --- labels ----------------------------------------------------------------------------------------
+
+
+def test_labels_7_and_107_make_two_classes_and_string_labels_map_back(tmp_path):
+    numbers = load_folder(shifted_folder(tmp_path / "n", labels=[7, 107, 107]))
+    assert numbers.n_classes == 2 and numbers.classes == [7, 107]
+    words = load_folder(shifted_folder(tmp_path / "w", labels=["cat", "dog", "emu"]))
+    assert words.classes == ["cat", "dog", "emu"] and set(words.labels) == {0, 1, 2}
+    out = tmp_path / "run"
+    metrics = run_experiment(load_config(None, options(tmp_path / "w")), out, log=quiet)
+    assert metrics["n_classes"] == 3
+    assert json.loads((out / "model.json").read_text())["classes"] == ["cat", "dog", "emu"]
+    assert set(crossfuse.load(out).predict(words.modalities)) <= {"cat", "dog", "emu"}
+
+
+def test_unlabelled_target_domain_gives_null_accuracy_with_a_note(tmp_path):
+    folder = shifted_folder(tmp_path / "f", labels=["x", "y", "z"], target_label=False)
+    lines = []
+    metrics = run_experiment(load_config(None, options(folder, transfer="dann")), None, log=lines.append)
+    assert metrics["target_accuracy"] is None and metrics["oracle_target_accuracy"] is None
+    assert metrics["n_target_test_labelled"] == 0
+    assert any("no scored target row has a label" in line for line in lines)
+    code, out, _ = cli_run(folder, tmp_path / "r")
+    assert code == 0 and "n/a" in out
+
+
+def test_source_rows_without_a_label_are_left_out(tmp_path):
+    folder = shifted_folder(tmp_path / "f")
+    labels = np.load(folder / "labels.npy")
+    labels[:20] = -1  # source rows (domain a is the first half)
+    np.save(folder / "labels.npy", labels)
+    metrics = run_experiment(load_config(None, options(folder)), None, log=quiet)
+    assert metrics["n_source_train"] + metrics["n_source_val"] == 100
+
+
+def cli_run(folder, out, *extra):
+    import crossfuse.cli as module
+
+    argv = ["crossfuse", "run", "--data", str(folder), "--source", "a", "--target", "b", "--epochs", "2"]
+    old = sys.argv
+    sys.argv = [*argv, "--out", str(out), *map(str, extra)]
+    import contextlib
+    import io
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                module.main()
+                code = 0
+            except SystemExit as stop:
+                code = stop.code
+    finally:
+        sys.argv = old
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+# --- failures --------------------------------------------------------------------------------------
+
+
+def test_a_refused_run_leaves_nothing_that_blocks_the_corrected_command(tmp_path):
+    folder = shifted_folder(tmp_path / "f")
+    out = tmp_path / "run"
+    bad = load_config(None, dict(options(folder), target=["bb"]))
+    with pytest.raises(CrossfuseError, match="target domain 'bb'"):
+        run_experiment(bad, out, log=quiet)
+    assert not out.exists()
+    run_experiment(load_config(None, options(folder)), out, log=quiet)
+    assert (out / "metrics.json").exists()
+
+
+def test_a_diverging_run_stops_with_one_line_and_exit_2_and_frees_its_folder(tmp_path):
+    folder = shifted_folder(tmp_path / "f")
+    out = tmp_path / "run"
+    code, _, err = cli_run(folder, out, "--lr", "1e30", "--fusion", "early")
+    assert code == 2 and "training diverged" in err and err.count("\n") == 1
+    assert not (out / "config.yaml").exists()
+    code, _, _ = cli_run(folder, out, "--fusion", "early")  # the corrected command
+    assert code == 0 and (out / "metrics.json").exists()
+
+
+def test_warnings_flag_chance_level_and_exploding_or_flat_loss():
+    chosen = {"source_val_accuracy": 0.12}
+    history = [{"train_loss": 2.3}, {"train_loss": 2.31}]
+    flagged = run_warnings(history, chosen, chance=0.1, n_validation=300)
+    assert any("near chance" in w for w in flagged) and any("did not fall" in w for w in flagged)
+    good = {"source_val_accuracy": 0.9}
+    exploded = run_warnings([{"train_loss": 1.0}, {"train_loss": 2e11}], good, 0.1, 300)
+    assert len(exploded) == 1 and "exploded" in exploded[0]
+    assert run_warnings([{"train_loss": 2.0}, {"train_loss": 0.3}], good, 0.1, 300) == []
+    # two standard errors of chance: 0.5 + 2 sqrt(0.25 / 25) = 0.7 with 25 validation rows
+    fell = [{"train_loss": 2.0}, {"train_loss": 0.3}]
+    assert run_warnings(fell, {"source_val_accuracy": 0.69}, 0.5, 25)
+    assert not run_warnings(fell, {"source_val_accuracy": 0.71}, 0.5, 25)
+
+
+def test_labels_without_signal_are_flagged_in_metrics_and_summary(tmp_path):
+    folder = shifted_folder(tmp_path / "f")
+    rng = np.random.default_rng(1)
+    np.save(folder / "labels.npy", rng.integers(0, 2, 240))
+    rng2 = np.random.default_rng(2)  # inputs unrelated to the labels
+    np.save(folder / "modalities" / "vec.npy", rng2.normal(size=(240, 6)).astype(np.float32))
+    np.save(folder / "modalities" / "img.npy", rng2.normal(size=(240, 1, 6, 6)).astype(np.float32))
+    code, out, _ = cli_run(folder, tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert code == 0 and metrics["warnings"] and "WARNING" in out
+
+
+# --- images given channels last --------------------------------------------------------------------
+
+
+def test_channel_last_images_are_read_channels_first(tmp_path):
+    first = load_folder(shifted_folder(tmp_path / "cf"))
+    last = load_folder(shifted_folder(tmp_path / "cl", layout="channels_last"))
+    np.testing.assert_array_equal(first.modalities["img"], last.modalities["img"])
+    assert last.layouts == {"img": "channels_last"} and first.layouts == {}
+
+
+# --- several target domains ------------------------------------------------------------------------
+
+
+def test_each_target_domain_gets_its_accuracy(tmp_path):
+    folder = shifted_folder(tmp_path / "f")
+    domains = np.load(folder / "domains.npy")
+    domains[(domains == "b") & (np.arange(240) % 2 == 0)] = "c"
+    np.save(folder / "domains.npy", domains)
+    config = load_config(None, dict(options(folder), target=["b", "c"]))
+    metrics = run_experiment(config, None, log=quiet)
+    per_domain = metrics["target_accuracy_per_domain"]
+    assert set(per_domain) == {"b", "c"} and all(0 <= v <= 1 for v in per_domain.values())
+    n_b, n_c = (np.isin(domains, d).sum() for d in ("b", "c"))
+    assert min(per_domain.values()) <= metrics["target_accuracy"] <= max(per_domain.values())
+    assert n_b > 0 and n_c > 0
+
+
+# --- command-line options --------------------------------------------------------------------------
+
+
+def test_every_tuned_setting_is_an_option_and_reaches_the_run(tmp_path):
+    folder = shifted_folder(tmp_path / "f")
+    out = tmp_path / "run"
+    code, _, err = cli_run(
+        folder, out, "--lr", "0.003", "--batch-size", "32", "--hidden-dim", "16", "--dropout", "0.2",
+        "--fusion", "lmf", "--fusion-option", "rank=3", "--transfer", "dann",
+        "--transfer-option", "align=fused", "--transfer-option", "weight=0.5",
+    )  # fmt: skip
+    assert code == 0, err
+    saved = json.loads(json.dumps(__import__("yaml").safe_load((out / "config.yaml").read_text())))
+    assert saved["lr"] == 0.003 and saved["batch_size"] == 32 and saved["hidden_dim"] == 16
+    assert saved["fusion_options"] == {"rank": 3}
+    assert saved["transfer_options"] == {"align": "fused", "weight": 0.5}
+    assert crossfuse.load(out).model.fusion.rank == 3
+
+
+def test_help_lists_every_registered_name(monkeypatch, capsys):
+    from crossfuse.evaluation.selection import SELECTION_CRITERIA
+    from crossfuse.fusion import FUSIONS
+    from crossfuse.transfer import TRANSFERS
+
+    monkeypatch.setenv("COLUMNS", "400")
+    code, out, _ = cli(monkeypatch, capsys, "run", "--help")
+    assert code == 0
+    for name in [*FUSIONS, *TRANSFERS, *SELECTION_CRITERIA]:
+        assert name in out, name
+    assert "default: 0.001" in out
+
+
+# --- using a trained model -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished run whose training folder is then deleted; fresh target samples from the same source."""
+    root = tmp_path_factory.mktemp("trained")
+    folder = shifted_folder(root / "train", n=600, labels=["lo", "mid", "hi"], layout="channels_last")
+    config = load_config(None, dict(options(folder), epochs=15))
+    metrics = run_experiment(config, root / "run", log=quiet)
+    shutil.rmtree(folder)
+    fresh = shifted_folder(root / "fresh", n=1200, seed=0, labels=["lo", "mid", "hi"], layout="channels_last")
+    return root / "run", fresh, metrics
+
+
+def test_predict_on_fresh_target_samples_after_the_training_data_is_gone(
+    trained, tmp_path, monkeypatch, capsys
+):
+    run, fresh, metrics = trained
+    target = fresh.parent / "fresh-target"
+    rows = np.load(fresh / "domains.npy") == "b"
+    write_folder(
+        target,
+        {m: np.load(fresh / "modalities" / f"{m}.npy")[rows] for m in ("vec", "img")},
+        np.load(fresh / "labels.npy")[rows],
+        np.load(fresh / "domains.npy")[rows],
+    )
+    (target / "domains.npy").unlink()  # only modalities/ is needed; labels give the accuracy
+    code, out, err = cli(monkeypatch, capsys, "predict", run, "--data", target, "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    with open(tmp_path / "p.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert [int(r["row"]) for r in table] == list(range(rows.sum()))
+    assert set(table[0]) == {"row", "label", "prediction", "p_hi", "p_lo", "p_mid"}
+    accuracy = np.mean([r["prediction"] == r["label"] for r in table])
+    assert f"accuracy {accuracy:.4f}" in out
+    assert abs(accuracy - metrics["target_accuracy"]) < 0.05
+    model = crossfuse.load(run)
+    inputs = {m: np.load(target / "modalities" / f"{m}.npy").astype(np.float64) for m in ("vec", "img")}
+    assert model.predict(inputs).tolist() == [r["prediction"] for r in table]
+    probabilities = model.predict_proba(inputs)
+    np.testing.assert_allclose(probabilities[:, 1], [float(r["p_lo"]) for r in table], atol=1e-6)
+
+
+def test_a_missing_or_misshaped_modality_is_one_line_naming_it(trained):
+    model = crossfuse.load(trained[0])
+    good = {"vec": np.zeros((3, 6)), "img": np.zeros((3, 6, 6, 1))}
+    with pytest.raises(CrossfuseError, match="modality 'img' is missing"):
+        model.predict({"vec": good["vec"]})
+    with pytest.raises(CrossfuseError, match=r"modality 'vec' has samples of shape \(5,\)"):
+        model.predict({**good, "vec": np.zeros((3, 5))})
+    with pytest.raises(CrossfuseError, match="modality 'vec' contains NaN"):
+        model.predict({**good, "vec": np.full((3, 6), np.nan)})
+    assert len(model.predict(good)) == 3
+
+
+def test_load_refuses_a_folder_that_is_not_a_finished_run(tmp_path):
+    with pytest.raises(CrossfuseError, match="model.json: missing file"):
+        crossfuse.load(tmp_path)
+
+
+def test_exported_model_serves_in_a_fresh_process_without_crossfuse(trained, tmp_path):
+    model = crossfuse.load(trained[0])
+    path = model.export(tmp_path / "model.pt2")
+    rng = np.random.default_rng(0)
+    inputs = {"img": rng.normal(size=(7, 1, 6, 6)), "vec": rng.normal(size=(7, 6))}
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    script = (
+        "import sys, numpy as np, torch\n"
+        f"program = torch.export.load({str(path)!r}).module()\n"
+        f"x = np.load({str(tmp_path / 'inputs.npz')!r})\n"
+        "out = program(*[torch.from_numpy(x[k]).float() for k in ('img', 'vec')])\n"
+        f"np.save({str(tmp_path / 'served.npy')!r}, out.detach().numpy())\n"
+        "assert not any(name.startswith('crossfuse') for name in sys.modules)\n"
+    )
+    env = dict(os.environ, PYTHONPATH="")
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, env=env)
+    np.testing.assert_allclose(np.load(tmp_path / "served.npy"), model.predict_proba(inputs), atol=1e-5)
+
+
+# --- generated folders -----------------------------------------------------------------------------
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shape=st.sampled_from([(3,), (4, 2), (1, 4, 4), (4, 4, 1)]),
+    dtype=st.sampled_from([np.float64, np.float32, np.int64, np.uint8, np.bool_]),
+    constant_columns=st.booleans(),
+    label_kind=st.sampled_from(["small", "sparse", "strings", "missing-target"]),
+    scale=st.sampled_from([1e-6, 1.0, 1e6]),
+)
+def test_generated_folders_never_give_a_traceback_or_a_non_finite_loss(
+    tmp_path_factory, shape, dtype, constant_columns, label_kind, scale
+):
+    rng = np.random.default_rng(0)
+    n = 40
+    x = rng.normal(size=(n, *shape)) * scale
+    if constant_columns:
+        x.reshape(n, -1)[:, ::2] = 3.0
+    x = (x > 0) if dtype is np.bool_ else np.abs(x).astype(dtype) if dtype is np.uint8 else x.astype(dtype)
+    classes = rng.integers(0, 3, n)
+    labels = {
+        "small": classes,
+        "sparse": np.array([7, 107, 1000])[classes],
+        "strings": np.array(["a", "b", "c"])[classes],
+        "missing-target": np.where(np.arange(n) >= n // 2, -1, classes),
+    }[label_kind]
+    domains = np.where(np.arange(n) < n // 2, "s", "t")
+    root = write_folder(
+        tmp_path_factory.mktemp("gen"), {"m": x, "v": rng.normal(size=(n, 2))}, labels, domains
+    )
+    config = load_config(None, dict(data=str(root), source=["s"], target=["t"], epochs=1))
+    try:
+        metrics = run_experiment(config, None, log=quiet)
+    except CrossfuseError as error:
+        assert "\n" not in str(error)
+        return
+    assert metrics["source_val_accuracy"] is not None
+    assert all(np.isfinite(v) for v in (metrics["source_val_accuracy"], metrics["proxy_a_distance"]))
+
+
+def test_bench_on_a_folder_names_runs_after_the_task_and_draws_every_plot(tmp_path, monkeypatch, capsys):
+    folder = shifted_folder(tmp_path / "f")
+    args = ["bench", "--data", folder, "--source", "a", "--target", "b", "--fusions", "late"]
+    args += ["--transfers", "source-only,coral", "--seeds", "1", "--epochs", "1", "--jobs", "1"]
+    code, _, err = cli(monkeypatch, capsys, *args, "--out", tmp_path / "bench")
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "bench" / "runs").iterdir())
+    assert names == ["a-to-b-late-coral-seed1", "a-to-b-late-source-only-seed1"]
+    report = (tmp_path / "bench" / "report.md").read_text()
+    for picture in ("gains.png", "a_distance.png", "ablation.png", "tsne.png"):
+        assert f"]({picture})" in report and (tmp_path / "bench" / picture).exists(), picture
+    assert "±" in report.split("## Gain over source-only")[1].split("\n\n")[1]
+
+
+def test_bench_takes_a_config_file(tmp_path, monkeypatch, capsys):
+    from crossfuse.bench import grid
+
+    seen = []
+    monkeypatch.setattr(grid, "_run_one", lambda spec, base, run_dir: seen.append(base) or {})
+    monkeypatch.setattr("crossfuse.bench.report.build_report", lambda out: out / "report.md")
+    monkeypatch.setattr(grid, "write_results", lambda out: None)
+    (tmp_path / "c.yaml").write_text("lr: 0.01\nhidden_dim: 16\n")
+    args = ["bench", "--fusions", "late", "--transfers", "dann", "--seeds", "0", "--jobs", "1"]
+    code, _, err = cli(monkeypatch, capsys, *args, "--config", tmp_path / "c.yaml", "--out", tmp_path / "b")
+    assert code == 0, err
+    assert seen[0]["lr"] == 0.01 and seen[0]["hidden_dim"] == 16
+    assert Path(tmp_path / "b").exists()
