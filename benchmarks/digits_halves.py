@@ -13,14 +13,15 @@ selection) beside a logistic regression with scikit-learn's ``StandardScaler`` o
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import rotate
 from sklearn.datasets import load_digits
+
+sys.path.insert(0, str(Path(__file__).parent))
+from two_moons import crossfuse_run  # noqa: E402
 
 METHODS = ["source-only", "finetune", "iw", "dann", "coral", "mmd", "mixup"]
 
@@ -71,27 +72,7 @@ def logistic_regression_baseline(root: Path, seed: int) -> float:
 
 
 def run(folder: Path, method: str, seed: int, run_dir: Path) -> dict:
-    if not (run_dir / "metrics.json").exists():
-        command = [
-            sys.executable,
-            "-m",
-            "crossfuse",
-            "run",
-            "--data",
-            str(folder),
-            "--source",
-            "original",
-            "--target",
-            "rotated",
-            "--transfer",
-            method,
-            "--seed",
-            str(seed),
-            "--out",
-            str(run_dir),
-        ]
-        subprocess.run(command, check=True, capture_output=True)
-    return json.loads((run_dir / "metrics.json").read_text())
+    return crossfuse_run(folder, "original", "rotated", method, seed, run_dir)
 
 
 def main() -> None:
@@ -108,7 +89,7 @@ def main() -> None:
         "label-free selection; chance 10%"
     )
     for layout in args.layouts:
-        folder = write_digits_halves(args.out / f"data-{layout}")
+        folder = write_digits_halves(args.out / f"data-{layout}", layout)
         baseline = [logistic_regression_baseline(folder, s) for s in args.seeds]
         print(
             f"\n{layout}: logistic regression (StandardScaler) {100 * np.mean(baseline):.1f} ± "

@@ -37,6 +37,16 @@ def write_two_moons(root: Path, n_per_domain: int = 600, angle_degrees: float = 
     return root
 
 
+def crossfuse_run(folder: Path, source: str, target: str, method: str, seed: int, run_dir: Path) -> dict:
+    """``crossfuse run`` with default settings in its own process (unless ``run_dir`` finished); its
+    metrics."""
+    if not (run_dir / "metrics.json").exists():
+        command = [sys.executable, "-m", "crossfuse", "run", "--data", str(folder), "--source", source]
+        command += ["--target", target, "--transfer", method, "--seed", str(seed), "--out", str(run_dir)]
+        subprocess.run(command, check=True, capture_output=True)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -49,28 +59,9 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     for method in args.methods:
         for seed in args.seeds:
-            run_dir = args.out / f"{method}-seed{seed}"
-            if not (run_dir / "metrics.json").exists():
-                command = [
-                    sys.executable,
-                    "-m",
-                    "crossfuse",
-                    "run",
-                    "--data",
-                    str(folder),
-                    "--source",
-                    "source",
-                    "--target",
-                    "target",
-                    "--transfer",
-                    method,
-                    "--seed",
-                    str(seed),
-                    "--out",
-                    str(run_dir),
-                ]
-                subprocess.run(command, check=True, capture_output=True)
-            metrics = json.loads((run_dir / "metrics.json").read_text())
+            metrics = crossfuse_run(
+                folder, "source", "target", method, seed, args.out / f"{method}-seed{seed}"
+            )
             results.setdefault(method, []).append(metrics["target_accuracy"])
     print(f"two moons, target rotated 35 degrees; seeds {args.seeds}; target accuracy, label-free selection")
     print("| method | target accuracy (mean ± std) |")
