@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from crossfuse.model import MultimodalModel
-from crossfuse.runner import feature_dims
+from crossfuse.model import build_model
 from crossfuse.train.distributed import distributed_context
+from crossfuse.train.lifecycle import start_method
 from crossfuse.train.loop import TrainSettings, train
 from crossfuse.transfer import TRANSFERS
 
@@ -43,12 +43,9 @@ def main(out: Path) -> None:
     source, labels, target = toy_data()
     for fusion, transfer, options in CASES:
         torch.manual_seed(0)
-        model = MultimodalModel({"vec": (6,), "seq": (7, 4)}, 3, fusion, hidden_dim=16, dropout=0.3)
-        model.fit_normalizers(source)
+        model = build_model({"vec": (6,), "seq": (7, 4)}, 3, fusion, hidden_dim=16, dropout=0.3)
         method = TRANSFERS[transfer](**options)
-        method.setup(model, feature_dims(model, source))
-        if hasattr(method, "fit"):
-            method.fit(source, target, seed=0)
+        start_method(method, model, source, target, seed=0)
         with torch.no_grad():
             inputs = {m: torch.from_numpy(np.concatenate([source[m], target[m]])) for m in source}
             initial_logits = model.eval()(inputs)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from crossfuse.fusion import FUSIONS, LowRankFusion, NuclearNormFusion
-from crossfuse.model import MultimodalModel
+from crossfuse.model import build_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -59,7 +59,7 @@ def test_short_run_trains_on_gpu(toy_folder):
 def test_model_on_gpu_cpu_agree():
     torch.manual_seed(0)
     shapes = {"audio": (10, 4), "image": (1, 8, 8)}
-    model = MultimodalModel(shapes, 3, fusion="lmf", hidden_dim=8).eval()
+    model = build_model(shapes, 3, fusion="lmf", hidden_dim=8).eval()
     x = {m: torch.randn(4, *s) for m, s in shapes.items()}
     on_cpu = model(x)
     on_gpu = model.cuda()({m: v.cuda() for m, v in x.items()})

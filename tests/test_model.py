@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from crossfuse.fusion import FUSIONS
-from crossfuse.model import MultimodalModel
+from crossfuse.model import build_model
 from crossfuse.normalize import Standardize
 
 SHAPES = {"audio": (12, 5), "image": (1, 8, 8), "meta": (7,)}
@@ -17,7 +17,7 @@ def batch(n=6, seed=0):
 @pytest.mark.parametrize("fusion", list(FUSIONS))
 def test_every_model_parameter_gets_a_gradient_and_changes(fusion):
     torch.manual_seed(0)
-    model = MultimodalModel(SHAPES, n_classes=3, fusion=fusion, hidden_dim=8)
+    model = build_model(SHAPES, n_classes=3, fusion=fusion, hidden_dim=8)
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
     logits = model(batch())
     assert logits.shape == (6, 3)
@@ -31,9 +31,9 @@ def test_every_model_parameter_gets_a_gradient_and_changes(fusion):
 
 
 def test_early_fusion_sees_raw_inputs_and_decision_fusion_outputs_logits():
-    early = MultimodalModel(SHAPES, 3, fusion="early", hidden_dim=8)
+    early = build_model(SHAPES, 3, fusion="early", hidden_dim=8)
     assert early.fusion.input_dims == {"audio": 60, "image": 64, "meta": 7}
-    decision = MultimodalModel(SHAPES, 3, fusion="late", hidden_dim=8, fusion_options={"mode": "decision"})
+    decision = build_model(SHAPES, 3, fusion="late", hidden_dim=8, fusion_options={"mode": "decision"})
     assert decision.fusion.output_dim == 3 and isinstance(decision.head, torch.nn.Identity)
 
 

@@ -85,10 +85,8 @@ def _key_values(pairs: list[str] | None, option: str) -> dict:
     return values
 
 
-from crossfuse.evaluation.selection import SELECTION_CRITERIA  # noqa: E402
-from crossfuse.fusion import FUSIONS  # noqa: E402
 from crossfuse.normalize import NORMALIZATIONS  # noqa: E402
-from crossfuse.transfer import TRANSFERS  # noqa: E402
+from crossfuse.registry import FUSIONS, SELECTION_CRITERIA, TRANSFERS  # noqa: E402
 
 
 @app.command()
@@ -150,7 +148,7 @@ def run(
 ) -> None:
     """Train one fusion x transfer combination and report source-validation and target accuracy."""
     from crossfuse.config import load_config
-    from crossfuse.runner import run_experiment
+    from crossfuse.runner import run as run_config
     from crossfuse.train.distributed import distributed_context
     from crossfuse.train.loop import Interrupted
 
@@ -196,7 +194,7 @@ def run(
 
     try:
         with bar or contextlib.nullcontext():
-            metrics = run_experiment(settings, out, log=log, on_step=bar.advance_to if bar else None)
+            result = run_config(settings, out, log=log, on_step=bar.advance_to if bar else None)
     except Interrupted as stop:
         where = f"; the checkpoint in {out} resumes it: run the same command again" if out else ""
         typer.echo(f"crossfuse: interrupted by {stop}{where}", err=True)
@@ -204,27 +202,11 @@ def run(
     if out is not None and distributed_context()[0] == 0:
         with open(Path(out) / "log.txt", "a") as handle:
             handle.write("\n".join(log_lines) + "\n")
-    typer.echo(summary_line(metrics))
-    for warning in metrics.get("warnings", []):
+    typer.echo(result.summary())
+    for warning in result.warnings:
         typer.echo(f"WARNING: {warning}")
     if out is None:
-        typer.echo(json.dumps(metrics, indent=2))
-
-
-def _share(value: float | None) -> str:
-    return "n/a (no labelled target row)" if value is None else f"{value:.4f}"
-
-
-def summary_line(metrics: dict) -> str:
-    line = (
-        f"source-val accuracy {metrics['source_val_accuracy']:.4f}  "
-        f"target accuracy {_share(metrics['target_accuracy'])} (selected by {metrics['selection']})  "
-        f"oracle {_share(metrics['oracle_target_accuracy'])}  [{metrics['train_seconds']:.1f} s]"
-    )
-    per_domain = metrics.get("target_accuracy_per_domain") or {}
-    if per_domain:
-        line += "  per target domain: " + ", ".join(f"{d} {_share(a)}" for d, a in per_domain.items())
-    return line
+        typer.echo(json.dumps(result.metrics(), indent=2))
 
 
 @app.command()

@@ -37,6 +37,20 @@ class RunConfig(BaseModel):
     transfer_options: dict[str, Any] = Field(default_factory=dict)
     target_shots: int | None = Field(None, ge=1)
 
+    def train_settings(self):
+        """The :class:`~crossfuse.train.loop.TrainSettings` part of this configuration."""
+        from dataclasses import fields
+
+        from crossfuse.train.loop import TrainSettings
+
+        return TrainSettings(
+            **{
+                f.name: getattr(self, f.name)
+                for f in fields(TrainSettings)
+                if f.name in type(self).model_fields
+            }
+        )
+
 
 def _describe(error: ValidationError, source: str) -> str:
     first = error.errors()[0]

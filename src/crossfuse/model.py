@@ -1,4 +1,4 @@
-"""A multimodal classifier: one encoder per modality, a fusion module, a classification head."""
+"""A multimodal classifier composed of modules, and the builder that holds the defaults."""
 
 from __future__ import annotations
 
@@ -11,86 +11,60 @@ from torch import nn
 
 from crossfuse.encoders import encoder_for
 from crossfuse.errors import ConfigError
-from crossfuse.fusion import FUSIONS
+from crossfuse.fusion._common import FusionModule
 from crossfuse.normalize import Standardize
 from crossfuse.parallel.dropout import ShardDropout
 
 
 class MultimodalModel(nn.Module):
-    """``logits = head(fusion({m: encoder_m(x_m)}))``.
+    """``logits = head(fusion({m: encoder_m(normalizer_m(x_m))}))``: composition of modules.
 
-    Early fusion gets the flattened raw inputs (no encoders); every other fusion gets the encoders'
-    features. Decision-level late fusion outputs the logits itself, so its head is the identity.
     Transfer methods see the per-modality features (:meth:`encode`) and the fused representation
-    (:meth:`fuse`) and never the modules' internals.
+    (:meth:`fuse`) and never the modules' internals. Any module may be the user's own: an encoder maps
+    ``(batch, *shape_m)`` to ``(batch, d_m)``, the fusion maps ``{m: (batch, d_m)}`` to ``(batch, d)`` and
+    the head maps that to logits. :func:`build_model` builds the defaults.
 
     Parameters
     ----------
-    sample_shapes
-        Shape of one sample of each modality (without the batch axis).
-    n_classes
-        Number of classes.
+    encoders
+        One module per modality (``nn.Flatten()`` for early fusion, which takes the raw inputs).
     fusion
-        A key of :data:`crossfuse.fusion.FUSIONS`.
-    hidden_dim
-        Size of each encoder's output and of the fused representation.
-    fusion_options
-        Extra keyword arguments for the fusion module (e.g. ``rank`` for ``lmf``).
-    normalization
-        How each modality's inputs are standardised (:mod:`crossfuse.normalize`).
+        The fusion module, called on the dict of encodings.
+    head
+        From the fused representation to logits (``nn.Identity()`` when the fusion outputs logits).
+    normalizers
+        Per-modality input standardisation (:class:`~crossfuse.normalize.Standardize`), fitted by
+        :meth:`fit_normalizers`; the identity when not given.
     """
 
     def __init__(
         self,
-        sample_shapes: Mapping[str, Sequence[int]],
-        n_classes: int,
-        fusion: str = "late",
-        hidden_dim: int = 64,
-        dropout: float = 0.1,
-        fusion_options: Mapping[str, Any] | None = None,
-        normalization: str = "auto",
+        encoders: Mapping[str, nn.Module],
+        fusion: nn.Module,
+        head: nn.Module,
+        normalizers: Mapping[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        if fusion not in FUSIONS:
-            raise ConfigError(f"fusion {fusion!r}: unknown (choose from {', '.join(FUSIONS)})")
-        options = dict(fusion_options or {})
-        names = sorted(sample_shapes)
-        fusion_cls = FUSIONS[fusion]
-        self.fusion_name = fusion
-        self.normalizers = nn.ModuleDict(
-            {m: Standardize(tuple(sample_shapes[m]), normalization) for m in names}
-        )
-        if not getattr(fusion_cls, "uses_encoders", True):
-            options.setdefault("dropout", dropout)
-            self.encoders = nn.ModuleDict({m: nn.Flatten() for m in names})
-            input_dims = {m: math.prod(sample_shapes[m]) for m in names}
-        else:
-            encoder_dim = hidden_dim
-            if fusion == "tfn":
-                # Keep prod(d_m + 1) * hidden_dim near 2**20 weights so TFN stays trainable on a CPU.
-                budget = (2**20 / hidden_dim) ** (1 / len(names))
-                encoder_dim = max(4, min(hidden_dim, int(budget) - 1))
-            self.encoders = nn.ModuleDict(
-                {m: encoder_for(m, sample_shapes[m], encoder_dim, dropout) for m in names}
-            )
-            input_dims = {m: encoder_dim for m in names}
-        self.decision_level = fusion == "late" and options.get("mode") == "decision"
-        fused_dim = n_classes if self.decision_level else hidden_dim
-        self.fusion = fusion_cls(input_dims, fused_dim, **options)
-        self.head = (
-            nn.Identity()
-            if self.decision_level
-            else nn.Sequential(nn.ReLU(), ShardDropout(dropout), nn.Linear(hidden_dim, n_classes))
-        )
+        names = sorted(encoders)
+        given = dict(normalizers or {})
+        self.normalizers = nn.ModuleDict({m: given.get(m, nn.Identity()) for m in names})
+        self.encoders = nn.ModuleDict({m: encoders[m] for m in names})
+        self.fusion = fusion
+        self.head = head
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.encoders)
 
     def encode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-modality features ``{m: (batch, d_m)}``."""
-        return {m: self.encoders[m](self.normalizers[m](inputs[m])) for m in sorted(self.encoders)}
+        return {m: self.encoders[m](self.normalizers[m](inputs[m])) for m in self.encoders}
 
     def fit_normalizers(self, inputs: Mapping[str, Any]) -> None:
         """Fit each modality's input standardisation on training rows (numpy arrays)."""
         for m, normalizer in self.normalizers.items():
-            normalizer.fit(inputs[m])
+            if isinstance(normalizer, Standardize):
+                normalizer.fit(inputs[m])
 
     def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.fusion(features)
@@ -99,9 +73,113 @@ class MultimodalModel(nn.Module):
         return self.head(self.fuse(self.encode(inputs)))
 
     def penalty(self) -> torch.Tensor:
-        """The fusion's regulariser for the loss (the nuclear norm), or 0."""
-        penalty = getattr(self.fusion, "penalty", None)
-        return penalty() if penalty is not None else self._zero_on_device()
-
-    def _zero_on_device(self) -> torch.Tensor:
+        """The fusion's regulariser for the loss (the nuclear norm), or 0 for a fusion without one."""
+        if isinstance(self.fusion, FusionModule):
+            return self.fusion.penalty()
         return torch.zeros((), device=next(self.parameters()).device)
+
+
+def output_size(encoder: nn.Module, sample_shape: Sequence[int], name: str) -> int:
+    """The feature size of an encoder: its ``output_dim`` attribute, or measured on two zero samples."""
+    size = getattr(encoder, "output_dim", None)
+    if isinstance(size, int):
+        return size
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        reference = next(encoder.parameters(), None)
+        probe = torch.zeros((2, *sample_shape), device=reference.device if reference is not None else None)
+        with torch.no_grad():
+            out = encoder(probe)
+    except Exception as error:
+        raise ConfigError(
+            f"encoder of modality {name!r} fails on samples of shape {tuple(sample_shape)}: {error}"
+        ) from None
+    finally:
+        encoder.train(was_training)
+    if out.dim() != 2:
+        raise ConfigError(
+            f"encoder of modality {name!r} must return (batch, features), returned {tuple(out.shape)}"
+        )
+    return int(out.shape[1])
+
+
+def build_model(
+    sample_shapes: Mapping[str, Sequence[int]],
+    n_classes: int,
+    fusion: str = "late",
+    encoders: Mapping[str, nn.Module] | None = None,
+    *,
+    hidden_dim: int = 64,
+    dropout: float = 0.1,
+    fusion_options: Mapping[str, Any] | None = None,
+    normalization: str = "auto",
+) -> MultimodalModel:
+    """The default model for these modalities, with the user's own ``encoders`` where given.
+
+    Each modality without a given encoder gets one chosen from its sample shape (an MLP for vectors, a
+    temporal CNN for sequences, a small CNN for images; :func:`~crossfuse.encoders.encoder_for`) with the
+    size the fusion prefers (:meth:`~crossfuse.fusion.FusionModule.preferred_input_dim`). Early fusion
+    takes the flattened raw inputs instead, so it accepts no encoders. The head is
+    ``Linear(ReLU(Dropout(fused)))`` to ``n_classes``, or nothing when decision-level late fusion
+    outputs logits itself.
+
+    Parameters
+    ----------
+    sample_shapes
+        Shape of one sample of each modality (without the batch axis).
+    n_classes
+        Number of classes.
+    fusion
+        A name of :data:`crossfuse.registry.FUSIONS`.
+    encoders
+        ``modality -> nn.Module`` to use instead of the default encoder (e.g. a pretrained network).
+    hidden_dim
+        Size of each default encoder's output and of the fused representation.
+    dropout
+        Dropout rate of the default modules.
+    fusion_options
+        Extra keyword arguments for the fusion module (e.g. ``rank`` for ``lmf``).
+    normalization
+        How each modality's inputs are standardised (:mod:`crossfuse.normalize`).
+    """
+    from crossfuse.registry import FUSIONS
+
+    fusion_cls = FUSIONS.get_or_refuse(fusion, "fusion")
+    options = dict(fusion_options or {})
+    given = dict(encoders or {})
+    unknown = sorted(set(given) - set(sample_shapes))
+    if unknown:
+        raise ConfigError(
+            f"encoder for modality {unknown[0]!r}: no such modality ({', '.join(sorted(sample_shapes))})"
+        )
+    names = sorted(sample_shapes)
+    normalizers = {m: Standardize(tuple(sample_shapes[m]), normalization) for m in names}
+    ours = isinstance(fusion_cls, type) and issubclass(fusion_cls, FusionModule)
+    if ours and not fusion_cls.uses_encoders:
+        if given:
+            raise ConfigError(f"fusion {fusion!r} takes the raw inputs: it has no encoders to replace")
+        options.setdefault("dropout", dropout)
+        modules: dict[str, nn.Module] = {m: nn.Flatten() for m in names}
+        input_dims = {m: math.prod(sample_shapes[m]) for m in names}
+    else:
+        encoder_dim = fusion_cls.preferred_input_dim(hidden_dim, len(names)) if ours else hidden_dim
+        modules = {
+            m: given[m] if m in given else encoder_for(m, sample_shapes[m], encoder_dim, dropout)
+            for m in names
+        }
+        input_dims = {
+            m: output_size(modules[m], sample_shapes[m], m) if m in given else encoder_dim for m in names
+        }
+    decision_level = fusion == "late" and options.get("mode") == "decision"
+    fused_dim = n_classes if decision_level else hidden_dim
+    try:
+        fusion_module = fusion_cls(input_dims, fused_dim, **options)
+    except TypeError as error:
+        raise ConfigError(f"fusion_options for {fusion!r}: {error}") from None
+    head = (
+        nn.Identity()
+        if decision_level
+        else nn.Sequential(nn.ReLU(), ShardDropout(dropout), nn.Linear(hidden_dim, n_classes))
+    )
+    return MultimodalModel(modules, fusion_module, head, normalizers)

@@ -144,7 +144,7 @@ def load(run: str | Path) -> TrainedModel:
     """
     from safetensors.torch import load_file
 
-    from crossfuse.model import MultimodalModel
+    from crossfuse.model import build_model
 
     root = Path(run)
     card_path, weights_path = root / MODEL_CARD, root / MODEL_WEIGHTS
@@ -157,11 +157,11 @@ def load(run: str | Path) -> TrainedModel:
         raise DataError(f"{card_path}: not valid JSON ({error})") from None
     if card.get("format") != CARD_FORMAT:
         raise DataError(f"{card_path}: format {card.get('format')!r} is not one this crossfuse reads")
-    model = MultimodalModel(
+    model = build_model(
         {m: tuple(spec["shape"]) for m, spec in card["modalities"].items()},
         len(card["classes"]),
         card["fusion"],
-        card["hidden_dim"],
+        hidden_dim=card["hidden_dim"],
         dropout=card["dropout"],
         fusion_options=card["fusion_options"],
         normalization=card["normalization"],

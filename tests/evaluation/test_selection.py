@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from crossfuse.evaluation.density_ratio import DensityRatio
-from crossfuse.evaluation.selection import dev_risk, mean_entropy, selection_tolerance
+from crossfuse.registry import SELECTION_CRITERIA
+from crossfuse.selection import SourceValidation, dev_risk, mean_entropy
+from crossfuse.selection.base import Evidence, SelectionCriterion
 
 
 def test_density_ratio_weights_by_hand():
@@ -44,12 +46,13 @@ def test_flattened_weights_are_the_clipped_ratio_to_a_power():
 def test_selection_tolerance_is_one_agresti_coull_standard_error():
     # 300 of 300 correct: p~ = 302 / 304, SE = sqrt(p~ (1 - p~) / 304)
     expected = ((302 / 304) * (2 / 304) / 304) ** 0.5
-    assert selection_tolerance("source-val", 1.0, 300) == pytest.approx(expected)
-    assert 1 / 300 < selection_tolerance("source-val", 1.0, 300) < 2 / 300
-    assert selection_tolerance("source-val", 0.9, 300) > selection_tolerance("source-val", 1.0, 300)
-    assert selection_tolerance("source-val", 1.0, 3000) < selection_tolerance("source-val", 1.0, 300)
-    for criterion in ("iwv", "dev", "entropy"):
-        assert selection_tolerance(criterion, 0.9, 300) == 0.0
+    tolerance = SourceValidation().tolerance
+    assert tolerance(1.0, 300) == pytest.approx(expected)
+    assert 1 / 300 < tolerance(1.0, 300) < 2 / 300
+    assert tolerance(0.9, 300) > tolerance(1.0, 300)
+    assert tolerance(1.0, 3000) < tolerance(1.0, 300)
+    for name in ("iwv", "dev", "entropy"):
+        assert SELECTION_CRITERIA[name]().tolerance(0.9, 300) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -66,21 +69,23 @@ def test_selection_tolerance_is_one_agresti_coull_standard_error():
 def test_the_loop_keeps_the_latest_epoch_within_the_tolerance(
     toy_folder, monkeypatch, criterion, scores, chosen
 ):
-    from crossfuse.model import MultimodalModel
+    from crossfuse.model import build_model
     from crossfuse.train import loop
     from crossfuse.transfer import SourceOnly
 
     remaining = iter(scores)
 
-    def scripted(*args, **kwargs):
-        value = next(remaining)
-        return {criterion: value, "source_val_accuracy": value}
+    class Scripted(SelectionCriterion):
+        def score(self, evidence: Evidence) -> float:
+            return next(remaining)
 
-    monkeypatch.setattr(loop, "selection_scores", scripted)
+        def tolerance(self, best: float, n_validation: int) -> float:
+            return SELECTION_CRITERIA[criterion]().tolerance(best, n_validation)
+
     rng = np.random.default_rng(0)
     x = rng.normal(size=(100, 3)).astype(np.float32)
     y = rng.integers(0, 2, 100)
-    model = MultimodalModel({"x": (3,)}, 2, "late", hidden_dim=8)
+    model = build_model({"x": (3,)}, 2, "late", hidden_dim=8)
     settings = loop.TrainSettings(epochs=5, selection=criterion, min_steps_per_epoch=1, early_stopping=False)
     result = loop.train(
         model,
@@ -92,5 +97,6 @@ def test_the_loop_keeps_the_latest_epoch_within_the_tolerance(
         settings,
         seed=0,
         log=lambda _: None,
+        criterion=Scripted(),
     )
     assert result.best_epoch == chosen

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from crossfuse.fusion import FUSIONS
-from crossfuse.model import MultimodalModel
+from crossfuse.model import build_model
+from crossfuse.train.lifecycle import start_method
 from crossfuse.transfer import DANN, TRANSFERS
 
 SHAPES = {"seq": (6, 3), "vec": (5,)}
@@ -20,17 +21,11 @@ def arrays(n, shift, seed):
 @pytest.mark.parametrize("transfer", list(TRANSFERS))
 def test_one_training_step(transfer, fusion):
     torch.manual_seed(0)
-    model = MultimodalModel(SHAPES, n_classes=3, fusion=fusion, hidden_dim=8)
+    model = build_model(SHAPES, n_classes=3, fusion=fusion, hidden_dim=8)
     method = TRANSFERS[transfer]()
     source, target = arrays(16, 0.0, 0), arrays(16, 1.0, 1)
     labels = np.arange(16) % 3
-    model.fit_normalizers(source)
-    dims = {m: 8 for m in SHAPES} | {"fused": 8}
-    if fusion == "early":
-        dims = {"seq": 18, "vec": 5, "fused": 8}
-    method.setup(model, dims)
-    if hasattr(method, "fit"):
-        method.fit(source, target)
+    start_method(method, model, source, target, seed=0)
     parameters = list(model.parameters()) + list(method.parameters())
     before = [p.detach().clone() for p in parameters]
     optimizer = torch.optim.Adam(parameters, lr=1e-2)
@@ -43,9 +38,9 @@ def test_one_training_step(transfer, fusion):
     changed = [not torch.equal(b, p) for b, p in zip(before, parameters, strict=True)]
     assert all(changed[: len(list(model.parameters()))]), "every model parameter moves"
     assert all(changed), "every transfer parameter (e.g. DANN's domain classifier) moves"
-    if transfer == "finetune":
+    if method.needs_target_shots:
         method.steps = 2
-        method.finetune(model, (target, labels), (source, labels), lr=1e-3, seed=0)
+        method.after_training(model, (target, labels), (source, labels), lr=1e-3, seed=0)
 
 
 def test_dann_domain_classifier_moves_to_chance_while_source_accuracy_stays_high():
@@ -62,10 +57,9 @@ def test_dann_domain_classifier_moves_to_chance_while_source_accuracy_stays_high
             rng.normal(size=(n, 3)) + 2.5,
         ]
     ).astype(np.float32)
-    model = MultimodalModel({"x": (4,)}, 2, fusion="late", hidden_dim=16, dropout=0.0)
-    model.fit_normalizers({"x": source})
+    model = build_model({"x": (4,)}, 2, fusion="late", hidden_dim=16, dropout=0.0)
     method = DANN(gamma=10.0)
-    method.setup(model, {"x": 16, "fused": 16})
+    start_method(method, model, {"x": source}, {"x": target}, seed=0)
     optimizer = torch.optim.Adam(list(model.parameters()) + list(method.parameters()), lr=1e-3)
     xs, xt, ys = torch.from_numpy(source), torch.from_numpy(target), torch.from_numpy(labels)
     steps, accuracies = 600, []

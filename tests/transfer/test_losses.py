@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crossfuse.model import MultimodalModel
+from crossfuse.model import build_model
 from crossfuse.transfer.base import StepOutputs
 from crossfuse.transfer.coral import coral_loss, covariance
 from crossfuse.transfer.dann import DANN
@@ -107,7 +107,7 @@ def test_mixup_inputs_and_targets_by_hand():
 
 def test_mixup_training_loss_by_hand():
     torch.manual_seed(0)
-    model = MultimodalModel({"x": (4,)}, 3, fusion="late", hidden_dim=8).eval()
+    model = build_model({"x": (4,)}, 3, fusion="late", hidden_dim=8).eval()
     source, target = {"x": batch(0).float()}, {"x": batch(1).float()}
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     method = DomainMixup(target_labels="none")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from crossfuse.errors import ConfigError
+from crossfuse.results import RunResult
 
 SUITES = {
     "quick": {
@@ -86,9 +87,7 @@ def collect_rows(out: Path) -> list[dict[str, Any]]:
     """One row per finished run folder, in a stable order."""
     rows = []
     for path in sorted((out / "runs").glob("*/metrics.json")):
-        metrics = json.loads(path.read_text())
-        metrics["warnings"] = " | ".join(metrics.get("warnings", []))
-        rows.append(metrics)
+        rows.append(RunResult.from_metrics(json.loads(path.read_text())).row())
     return rows
 
 

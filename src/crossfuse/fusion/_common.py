@@ -1,10 +1,11 @@
-"""Checks shared by the fusion modules."""
+"""What the fusion modules share: their base class and the checks of their inputs."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import torch
+from torch import nn
 
 from crossfuse.errors import ConfigError
 
@@ -36,3 +37,25 @@ def ordered_features(features: Mapping[str, torch.Tensor], dims: Mapping[str, in
             )
         ordered.append(tensor)
     return ordered
+
+
+class FusionModule(nn.Module):
+    """Base of the fusion modules: ``Cls(input_dims, output_dim, **options)``, called on a
+    ``dict[str, Tensor]`` of ``(batch, d_m)`` features.
+
+    Attributes a model builder reads: ``uses_encoders`` (``False``: the module takes the flattened raw
+    inputs, as early fusion does), :meth:`preferred_input_dim` (the size each encoder should give it) and
+    :meth:`penalty` (a regulariser added to the loss; zero unless overridden).
+    """
+
+    uses_encoders = True
+
+    @classmethod
+    def preferred_input_dim(cls, hidden_dim: int, n_modalities: int) -> int:
+        """The encoding size for each of ``n_modalities`` modalities, given the model's ``hidden_dim``."""
+        return hidden_dim
+
+    def penalty(self) -> torch.Tensor:
+        """A term for the training loss; zero here."""
+        reference = next(self.parameters(), None)
+        return torch.zeros((), device=reference.device if reference is not None else None)

@@ -5,11 +5,13 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from crossfuse.fusion._common import ordered_features, sorted_dims
+from crossfuse.fusion._common import FusionModule, ordered_features, sorted_dims
 from crossfuse.parallel.dropout import ShardDropout
+from crossfuse.registry import FUSIONS
 
 
-class EarlyFusion(nn.Module):
+@FUSIONS.register("early")
+class EarlyFusion(FusionModule):
     """Early (feature-level) fusion: concatenate the modalities, then one network.
 
     ``y = W_2 ReLU(W_1 [x_1; ...; x_M] + b_1) + b_2`` with modalities in sorted key order. In a

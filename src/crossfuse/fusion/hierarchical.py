@@ -7,10 +7,12 @@ import torch
 from torch import nn
 
 from crossfuse.errors import ConfigError
-from crossfuse.fusion._common import ordered_features, sorted_dims
+from crossfuse.fusion._common import FusionModule, ordered_features, sorted_dims
+from crossfuse.registry import FUSIONS
 
 
-class HierarchicalFusion(nn.Module):
+@FUSIONS.register("hierarchical")
+class HierarchicalFusion(FusionModule):
     """Hierarchical fusion: unimodal, then every pair, then all modalities together.
 
     Follows the bimodal-then-trimodal scheme of Majumder et al., "Multimodal sentiment analysis using

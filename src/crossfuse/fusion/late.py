@@ -6,10 +6,12 @@ import torch
 from torch import nn
 
 from crossfuse.errors import ConfigError
-from crossfuse.fusion._common import ordered_features, sorted_dims
+from crossfuse.fusion._common import FusionModule, ordered_features, sorted_dims
+from crossfuse.registry import FUSIONS
 
 
-class LateFusion(nn.Module):
+@FUSIONS.register("late")
+class LateFusion(FusionModule):
     """Late fusion of per-modality encoded features, at feature or at decision level.
 
     ``mode='feature'``: ``y = W [z_1; ...; z_M] + b``, the encoders' outputs joined by one linear map.

@@ -6,11 +6,13 @@ import torch
 from torch import nn
 
 from crossfuse.errors import ConfigError
-from crossfuse.fusion._common import ordered_features, sorted_dims
+from crossfuse.fusion._common import FusionModule, ordered_features, sorted_dims
 from crossfuse.fusion.tensor import TensorFusion
+from crossfuse.registry import FUSIONS
 
 
-class LowRankFusion(nn.Module):
+@FUSIONS.register("lmf")
+class LowRankFusion(FusionModule):
     """Low-rank Multimodal Fusion (Liu et al., "Efficient Low-rank Multimodal Fusion with
     Modality-Specific Factors", ACL 2018).
 

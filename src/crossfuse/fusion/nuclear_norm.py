@@ -6,10 +6,12 @@ import torch
 from torch import nn
 
 from crossfuse.errors import ConfigError
-from crossfuse.fusion._common import ordered_features, sorted_dims
+from crossfuse.fusion._common import FusionModule, ordered_features, sorted_dims
+from crossfuse.registry import FUSIONS
 
 
-class NuclearNormFusion(nn.Module):
+@FUSIONS.register("nuclear")
+class NuclearNormFusion(FusionModule):
     """The seed document's "LMF" (its sections 3.1.2 and 4.2): a sum of per-modality linear maps with a
     nuclear-norm penalty on each map.
 

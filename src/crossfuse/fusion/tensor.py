@@ -7,13 +7,15 @@ import torch
 from torch import nn
 
 from crossfuse.errors import ConfigError
-from crossfuse.fusion._common import ordered_features, sorted_dims
+from crossfuse.fusion._common import FusionModule, ordered_features, sorted_dims
+from crossfuse.registry import FUSIONS
 
 #: Largest weight TensorFusion builds by default (elements; 2**28 float32 = 1 GiB).
 MAX_WEIGHT_ELEMENTS = 2**28
 
 
-class TensorFusion(nn.Module):
+@FUSIONS.register("tfn")
+class TensorFusion(FusionModule):
     """Tensor Fusion Network layer (Zadeh et al., "Tensor Fusion Network for Multimodal Sentiment
     Analysis", EMNLP 2017).
 
@@ -25,6 +27,13 @@ class TensorFusion(nn.Module):
     The size grows as ``prod_m (d_m + 1)``: a weight of more than ``max_weight_elements`` is refused with
     the sizes named (use :class:`~crossfuse.fusion.LowRankFusion`, whose cost is linear in M).
     """
+
+    @classmethod
+    def preferred_input_dim(cls, hidden_dim: int, n_modalities: int) -> int:
+        """Encodings small enough that ``prod(d_m + 1) * hidden_dim`` stays near ``2**20`` weights, so a
+        TFN over several modalities still trains on a CPU (at least 4, at most ``hidden_dim``)."""
+        budget = (2**20 / hidden_dim) ** (1 / n_modalities)
+        return max(4, min(hidden_dim, int(budget) - 1))
 
     def __init__(
         self,

@@ -17,10 +17,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from crossfuse.errors import CrossfuseError
-from crossfuse.evaluation.selection import SELECTION_CRITERIA, selection_scores, selection_tolerance
 from crossfuse.model import MultimodalModel
 from crossfuse.parallel import batch_shard
+from crossfuse.registry import SELECTION_CRITERIA
+from crossfuse.selection.base import Evidence, SelectionCriterion
 from crossfuse.train.checkpoint import CHECKPOINT, load_checkpoint, prefixed, save_checkpoint
+from crossfuse.train.state import TrainState
 from crossfuse.transfer.base import TransferMethod
 
 Arrays = Mapping[str, np.ndarray]
@@ -154,6 +156,191 @@ def epoch_plan(n: int, batch: int, steps: int, seed: int, epoch: int, stream: in
     return order[:needed].view(steps, batch)
 
 
+class Trainer:
+    """Two-stream training of a model with a transfer method, in testable parts.
+
+    :meth:`step` takes one labelled source batch and one unlabelled target batch; :meth:`end_epoch`
+    scores the epoch with the selection criterion, records it and says whether to stop; :meth:`fit`
+    runs the schedule, checkpoints and resumes. See :func:`train` for the protocol.
+    """
+
+    def __init__(
+        self,
+        model: MultimodalModel,
+        method: TransferMethod,
+        source: tuple[Arrays, np.ndarray],
+        source_val: tuple[Arrays, np.ndarray],
+        target: Arrays,
+        target_test: tuple[Arrays, np.ndarray] | None,
+        settings: TrainSettings,
+        seed: int,
+        log: Callable[[str], None] = print,
+        criterion: SelectionCriterion | None = None,
+        checkpoint_dir: Path | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.model, self.method, self.settings, self.seed = model, method, settings, seed
+        self.source, self.source_val, self.target, self.target_test = source, source_val, target, target_test
+        self.log, self.on_step = log, on_step
+        if criterion is None:
+            criterion = SELECTION_CRITERIA.get_or_refuse(settings.selection, "selection")()
+            criterion.fit(source[0], target, source_val[0], seed)
+        self.criterion = criterion
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        torch.manual_seed(seed)
+        self.early_stopping = (
+            settings.early_stopping if settings.early_stopping is not None else not method.uses_target
+        )
+        n_source = len(source[1])
+        self.n_target = len(next(iter(target.values())))
+        batch = max(2 * self.world, min(settings.batch_size, n_source // 4 or 2))
+        self.batch = batch - batch % self.world
+        self.steps_per_epoch = max(math.ceil(n_source / self.batch), settings.min_steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * settings.epochs
+        self.device = device_of(model)
+        self.labels = torch.from_numpy(source[1]).to(self.device)
+        self.objective = TrainingObjective(model, method)
+        self.forward = (
+            DistributedDataParallel(
+                self.objective, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
+            if distributed
+            else self.objective
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.objective.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=self.total_steps, eta_min=settings.lr / 20
+        )
+        self.state = TrainState()
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.checkpoint = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
+
+    def resume(self) -> None:
+        """Continue from the checkpoint, when there is one."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return
+        tensors, record, optimizer_state = load_checkpoint(self.checkpoint)
+        self.objective.load_state_dict(prefixed(tensors, "objective"))
+        self.optimizer.load_state_dict(optimizer_state)
+        self.scheduler.load_state_dict(record.pop("scheduler"))
+        self.state = TrainState.from_record(record)
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.best_weights = prefixed(tensors, "best") or None
+        self.log(
+            f"resumed from {self.checkpoint} at epoch {self.state.epoch + 1}, step {self.state.step_in_epoch}"
+        )
+
+    def write_checkpoint(self) -> None:
+        if self.checkpoint is None or self.rank != 0:
+            return
+        modules = {"objective": self.objective}
+        if self.best_weights is not None:
+            modules["best"] = self.best_weights
+        record = self.state.to_record() | {"scheduler": self.scheduler.state_dict()}
+        save_checkpoint(self.checkpoint.parent, modules, self.optimizer, record)
+
+    def step(self, source_rows: torch.Tensor, target_rows: torch.Tensor, progress: float) -> float:
+        """One optimisation step on the given global rows (this process takes its share); the loss."""
+        rows = source_rows[self.rank :: self.world]
+        target_rows = target_rows[self.rank :: self.world]
+        with batch_shard(self.rank, self.world):
+            loss = self.forward(
+                to_tensors(self.source[0], rows.numpy(), self.device),
+                self.labels[rows.to(self.device)],
+                to_tensors(self.target, target_rows.numpy(), self.device),
+                progress,
+            )
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"training diverged: the loss became {loss.item()} at epoch {self.state.epoch + 1}, step "
+                f"{self.state.step_in_epoch + 1} (lr {self.settings.lr}); lower --lr, or check the inputs "
+                "for extreme values"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item()
+
+    def evidence(self) -> Evidence:
+        """What the criterion scores this epoch's model on (never a target label)."""
+        val_probabilities, _ = predict(self.model, self.source_val[0])
+        target_probabilities = predict(self.model, self.target)[0] if self.criterion.needs_target else None
+        return Evidence(
+            val_probabilities, self.source_val[1], target_probabilities, self.criterion.validation_weights()
+        )
+
+    def end_epoch(self, epoch: int) -> bool:
+        """Score and record ``epoch``; keep its weights if it is the one to keep; whether to stop."""
+        evidence = self.evidence()
+        score = self.criterion.score(evidence)
+        record = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(self.state.losses)),
+            "source_val_accuracy": float(evidence.val_correct.mean()),
+            self.settings.selection: score,
+        }
+        if self.target_test is not None and (self.target_test[1] >= 0).any():
+            record["target_accuracy"] = accuracy(
+                predict(self.model, self.target_test[0])[0], self.target_test[1]
+            )
+        self.state.history.append(record)
+        n_validation = len(self.source_val[1])
+        improved, kept = self.state.best.update(
+            epoch, score, lambda best: self.criterion.tolerance(best, n_validation)
+        )
+        if kept:
+            self.best_weights = copy.deepcopy(self.model.state_dict())
+        self.log(
+            f"epoch {epoch:3d}  loss {record['train_loss']:.4f}"
+            + f"  source-val acc {record['source_val_accuracy']:.4f}"
+            + (f"  target acc {record['target_accuracy']:.4f}" if "target_accuracy" in record else "")
+            + ("  *" if improved else "")
+        )
+        return self.early_stopping and self.state.best.stale >= self.settings.patience
+
+    def fit(self) -> TrainResult:
+        """Run (or resume) the schedule; leave the kept epoch's weights in the model."""
+        self.resume()
+        state = self.state
+        started = time.perf_counter() - state.seconds
+        self.objective.train()
+        with StopRequests() as stop:
+            while state.epoch < self.settings.epochs:
+                epoch = state.epoch + 1
+                source_plan = epoch_plan(
+                    len(self.source[1]), self.batch, self.steps_per_epoch, self.seed, epoch, 0
+                )
+                target_plan = epoch_plan(self.n_target, self.batch, self.steps_per_epoch, self.seed, epoch, 1)
+                while state.step_in_epoch < self.steps_per_epoch:
+                    if stop.received is not None:
+                        state.seconds = time.perf_counter() - started
+                        self.write_checkpoint()
+                        raise Interrupted(stop.received)
+                    k = state.step_in_epoch
+                    step = (epoch - 1) * self.steps_per_epoch + k
+                    state.losses.append(self.step(source_plan[k], target_plan[k], step / self.total_steps))
+                    state.step_in_epoch += 1
+                    if self.on_step is not None:
+                        self.on_step(step + 1, self.total_steps)
+                stop_now = self.end_epoch(epoch)
+                state.epoch, state.step_in_epoch, state.losses = epoch, 0, []
+                state.seconds = time.perf_counter() - started
+                if stop_now:
+                    break
+                self.write_checkpoint()
+        self.model.load_state_dict(self.best_weights)
+        self.model.eval()
+        return TrainResult(
+            state.best.best_epoch, len(state.history), state.history, time.perf_counter() - started
+        )
+
+
 def train(
     model: MultimodalModel,
     method: TransferMethod,
@@ -164,15 +351,16 @@ def train(
     settings: TrainSettings,
     seed: int,
     log: Callable[[str], None] = print,
-    val_weights: np.ndarray | None = None,
+    criterion: SelectionCriterion | None = None,
     checkpoint_dir: Path | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` with ``method``; leave in it the weights of the best epoch by ``settings.selection``.
+    """Train ``model`` with ``method``; leave in it the weights of the epoch that ``settings.selection``
+    keeps.
 
     ``target_test`` labels are used only to record the oracle accuracy of every epoch in the history;
-    they never influence training or the choice of epoch. ``val_weights`` (``p_t / p_s`` of the source
-    validation rows) enable the ``iwv`` and ``dev`` criteria.
+    they never influence training or the choice of epoch. ``criterion`` is the selection criterion,
+    already fitted; by default the one named by ``settings.selection``, fitted here on the training rows.
 
     With ``checkpoint_dir``, a checkpoint is written there after every epoch and when SIGTERM or SIGINT
     arrives (then :class:`Interrupted` is raised); a checkpoint found there is resumed, and the result is
@@ -182,128 +370,8 @@ def train(
     process would, up to floating-point order. Only rank 0 writes. ``on_step(done, total)`` follows progress
     (a progress bar), ``total`` being the most steps the run can take.
     """
-    if settings.selection not in SELECTION_CRITERIA:
-        raise ValueError(f"unknown selection {settings.selection!r}")
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    torch.manual_seed(seed)
-    early_stopping = (
-        settings.early_stopping if settings.early_stopping is not None else not method.uses_target
-    )
-    source_inputs, source_labels = source
-    n_source = len(source_labels)
-    n_validation = len(source_val[1])
-    n_target = len(next(iter(target.values())))
-    batch = max(2 * world, min(settings.batch_size, n_source // 4 or 2))
-    batch -= batch % world
-    steps_per_epoch = max(math.ceil(n_source / batch), settings.min_steps_per_epoch)
-    total_steps = steps_per_epoch * settings.epochs
-    device = device_of(model)
-    labels_tensor = torch.from_numpy(source_labels).to(device)
-    objective = TrainingObjective(model, method)
-    if distributed:
-        trainer = DistributedDataParallel(objective, device_ids=[device] if device.type == "cuda" else None)
-    else:
-        trainer = objective
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=total_steps, eta_min=settings.lr / 20
-    )
-
-    state = {
-        "epoch": 0,
-        "step_in_epoch": 0,
-        "losses": [],
-        "best_score": -math.inf,
-        "best_epoch": 0,
-        "stale": 0,
-        "history": [],
-        "seconds": 0.0,
-    }
-    best_state = None
-    checkpoint = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
-    if checkpoint is not None and checkpoint.exists():
-        tensors, state, optimizer_state = load_checkpoint(checkpoint)
-        objective.load_state_dict(prefixed(tensors, "objective"))
-        optimizer.load_state_dict(optimizer_state)
-        scheduler.load_state_dict(state.pop("scheduler"))
-        torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-        best_state = prefixed(tensors, "best") or None
-        log(f"resumed from {checkpoint} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
-
-    def write_checkpoint() -> None:
-        if checkpoint is None or rank != 0:
-            return
-        modules = {"objective": objective} | ({"best": best_state} if best_state is not None else {})
-        save_checkpoint(checkpoint_dir, modules, optimizer, state | {"scheduler": scheduler.state_dict()})
-
-    started = time.perf_counter() - state["seconds"]
-    objective.train()
-    with StopRequests() as stop:
-        while state["epoch"] < settings.epochs:
-            epoch = state["epoch"] + 1
-            source_plan = epoch_plan(n_source, batch, steps_per_epoch, seed, epoch, 0)
-            target_plan = epoch_plan(n_target, batch, steps_per_epoch, seed, epoch, 1)
-            while state["step_in_epoch"] < steps_per_epoch:
-                if stop.received is not None:
-                    state["seconds"] = time.perf_counter() - started
-                    write_checkpoint()
-                    raise Interrupted(stop.received)
-                k = state["step_in_epoch"]
-                rows = source_plan[k][rank::world]
-                target_rows = target_plan[k][rank::world]
-                step = (epoch - 1) * steps_per_epoch + k
-                with batch_shard(rank, world):
-                    loss = trainer(
-                        to_tensors(source_inputs, rows.numpy(), device),
-                        labels_tensor[rows.to(device)],
-                        to_tensors(target, target_rows.numpy(), device),
-                        step / total_steps,
-                    )
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"training diverged: the loss became {loss.item()} at epoch {epoch}, step {k + 1} "
-                        f"(lr {settings.lr}); lower --lr, or check the inputs for extreme values"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                state["losses"].append(loss.item())
-                state["step_in_epoch"] += 1
-                if on_step is not None:
-                    on_step(step + 1, total_steps)
-            scores = selection_scores(
-                model, source_val, target, predict, val_weights, with_entropy=settings.selection == "entropy"
-            )
-            record = {"epoch": epoch, "train_loss": float(np.mean(state["losses"])), **scores}
-            if target_test is not None and (target_test[1] >= 0).any():
-                record["target_accuracy"] = accuracy(predict(model, target_test[0])[0], target_test[1])
-            state["history"].append(record)
-            score = scores[settings.selection]
-            improved = score > state["best_score"] + 1e-9
-            state["stale"] = 0 if improved else state["stale"] + 1
-            state["best_score"] = max(score, state["best_score"])
-            # The latest epoch within the tolerance of the best so far is the latest within the tolerance
-            # of the final best: epochs after the final best see that best already.
-            tolerance = selection_tolerance(settings.selection, state["best_score"], n_validation)
-            if score >= state["best_score"] - tolerance - 1e-9:
-                state["best_epoch"] = epoch
-                best_state = copy.deepcopy(model.state_dict())
-            log(
-                f"epoch {epoch:3d}  loss {record['train_loss']:.4f}"
-                + f"  source-val acc {scores['source_val_accuracy']:.4f}"
-                + (f"  target acc {record['target_accuracy']:.4f}" if "target_accuracy" in record else "")
-                + ("  *" if improved else "")
-            )
-            state.update(epoch=epoch, step_in_epoch=0, losses=[], seconds=time.perf_counter() - started)
-            if early_stopping and state["stale"] >= settings.patience:
-                break
-            write_checkpoint()
-    model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(
-        state["best_epoch"], len(state["history"]), state["history"], time.perf_counter() - started
-    )
+    trainer = Trainer(
+        model, method, source, source_val, target, target_test, settings, seed, log, criterion,
+        checkpoint_dir, on_step,
+    )  # fmt: skip
+    return trainer.fit()

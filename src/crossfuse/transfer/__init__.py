@@ -1,5 +1,7 @@
-"""Transfer methods: each one file, each a :class:`TransferMethod`."""
+"""Transfer methods: each one file, each a :class:`TransferMethod` registered by name in
+:data:`crossfuse.registry.TRANSFERS`."""
 
+from crossfuse.registry import TRANSFERS
 from crossfuse.transfer.base import SourceOnly, StepOutputs, TransferMethod
 from crossfuse.transfer.coral import CORAL
 from crossfuse.transfer.dann import DANN
@@ -7,17 +9,6 @@ from crossfuse.transfer.finetune import FineTune
 from crossfuse.transfer.importance_weighting import ImportanceWeighting
 from crossfuse.transfer.mixup import DomainMixup
 from crossfuse.transfer.mmd import MMD
-
-#: Names used by ``crossfuse run --transfer``.
-TRANSFERS: dict[str, type[TransferMethod]] = {
-    "source-only": SourceOnly,
-    "finetune": FineTune,
-    "iw": ImportanceWeighting,
-    "dann": DANN,
-    "coral": CORAL,
-    "mmd": MMD,
-    "mixup": DomainMixup,
-}
 
 __all__ = [
     "CORAL",

@@ -1,18 +1,22 @@
 """The contract every transfer method implements, and the source-only baseline.
 
-A training step sees a labelled source batch and an unlabelled target batch. The base class runs the
-model on both and returns ``L = sum_i w_i CE(f(x_i^s), y_i^s) / sum_i w_i + alignment_loss(...)``;
-a method overrides one hook:
+A method's lifecycle, each hook a no-op unless overridden, run in this order by
+:func:`crossfuse.train.lifecycle.start_method`, the trainer and the runner:
 
-- :meth:`TransferMethod.alignment_loss` for a loss on features (CORAL, MMD, DANN);
-- :meth:`TransferMethod.source_weights` for instance weights (importance weighting);
-- :meth:`TransferMethod.training_loss` for anything else (mixup).
+1. :meth:`TransferMethod.prepare` sees the training rows (inputs only) once before training
+   (importance weighting fits its density ratio there);
+2. :meth:`TransferMethod.setup` builds parameters that depend on the model's feature sizes (DANN's
+   domain classifiers);
+3. every step, :meth:`TransferMethod.training_loss`: by default
+   ``L = sum_i w_i CE(f(x_i^s), y_i^s) / sum_i w_i + weight * alignment_loss(outputs, progress)``, so a
+   method usually overrides only :meth:`TransferMethod.alignment_loss` (CORAL, MMD, DANN) or
+   :meth:`TransferMethod.source_weights` (importance weighting);
+4. :meth:`TransferMethod.after_training` gets the model of the kept epoch and, for a method that declares
+   ``needs_target_shots``, a few labelled target rows (fine-tuning).
 
 Alignment acts on the spaces named by ``align``: ``'fused'`` (the fused representation),
-``'modalities'`` (each modality's encoded features) or ``'both'``. Each method's default comes from
-``benchmarks/alignment_space.py`` (AV-Digits, late fusion, 3 seeds): DANN ``both`` (92.8% against 91.7%
-fused, and 95.6% against 80.8% on two moons), CORAL and MMD ``fused`` (94.6% and 97.8%; ``both`` gave
-94.8% and 88.8%).
+``'modalities'`` (each modality's encoded features) or ``'both'``. Which default each built-in method
+has comes from ``benchmarks/alignment_space.py``; the README gives the numbers.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +32,7 @@ from torch import nn
 from crossfuse.errors import ConfigError
 from crossfuse.model import MultimodalModel
 from crossfuse.parallel import current_shard, global_sum
+from crossfuse.registry import TRANSFERS
 
 ALIGN_CHOICES = ("fused", "modalities", "both")
 
@@ -71,7 +77,15 @@ def run_model(model: MultimodalModel, source: Mapping[str, torch.Tensor], target
 
 
 class TransferMethod(nn.Module):
-    """Base class; as it stands it is the source-only baseline (target batches are ignored).
+    """Base class of transfer methods; subclass it and override :meth:`alignment_loss` to write one.
+
+    ``outputs`` (:class:`StepOutputs`) holds ``source_fused`` / ``target_fused`` (the fused
+    representations of the two batches), ``source_features`` / ``target_features`` (each modality's
+    encoding) and the logits; :meth:`StepOutputs.aligned_pairs` gives the spaces ``align`` names.
+
+    Class attributes: ``uses_target`` (the step runs the model on the target batch; ``False`` for
+    methods that train on the source alone) and ``needs_target_shots`` (the run sets aside a few labelled
+    target rows for :meth:`after_training`).
 
     Parameters
     ----------
@@ -81,8 +95,8 @@ class TransferMethod(nn.Module):
         Multiplier of the alignment loss.
     """
 
-    name = "source-only"
-    uses_target = False
+    uses_target = True
+    needs_target_shots = False
 
     def __init__(self, align: str = "fused", weight: float = 1.0) -> None:
         super().__init__()
@@ -90,8 +104,22 @@ class TransferMethod(nn.Module):
             raise ConfigError(f"align {align!r}: choose from {', '.join(ALIGN_CHOICES)}")
         self.align, self.weight = align, weight
 
+    def prepare(self, source: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray], seed: int) -> None:
+        """See the training rows' inputs (source and target, no labels) once before training."""
+
     def setup(self, model: MultimodalModel, feature_dims: Mapping[str, int]) -> None:
         """Build any parameters that depend on the model's feature sizes (``space -> dim``)."""
+
+    def after_training(
+        self,
+        model: MultimodalModel,
+        shots: tuple[Mapping[str, np.ndarray], np.ndarray] | None,
+        source: tuple[Mapping[str, np.ndarray], np.ndarray],
+        lr: float,
+        seed: int,
+    ) -> None:
+        """Change the trained model (of the kept epoch) before it is evaluated; ``shots`` are the labelled
+        target rows set aside when the method ``needs_target_shots``."""
 
     def source_weights(self, source: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """Per-sample weights of the source loss, or ``None`` for uniform."""
@@ -130,5 +158,11 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: 
     return (weights * losses).sum() * world / global_sum(weights).clamp_min(1e-12)
 
 
+@TRANSFERS.register("source-only")
 class SourceOnly(TransferMethod):
     """Train on labelled source data only: the baseline every transfer method is measured against."""
+
+    uses_target = False
+
+    def __init__(self) -> None:
+        super().__init__()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import torch
 
 from crossfuse.parallel import gather_shards
+from crossfuse.registry import TRANSFERS
 from crossfuse.transfer.base import StepOutputs, TransferMethod
 
 
@@ -19,6 +20,7 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (covariance(source) - covariance(target)).pow(2).sum() / (4 * d * d)
 
 
+@TRANSFERS.register("coral")
 class CORAL(TransferMethod):
     """Deep CORAL: align the second-order statistics of source and target features.
 
@@ -27,7 +29,6 @@ class CORAL(TransferMethod):
     batch (:func:`~crossfuse.parallel.gather_shards`), not of each process's shard.
     """
 
-    name = "coral"
     uses_target = True
 
     def alignment_loss(self, outputs: StepOutputs, progress: float) -> torch.Tensor:

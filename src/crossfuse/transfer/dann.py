@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossfuse.registry import TRANSFERS
 from crossfuse.transfer.base import StepOutputs, TransferMethod
 from crossfuse.transfer.gradient_reversal import dann_lambda, reverse_gradient
 
@@ -27,6 +28,7 @@ class DomainClassifier(nn.Module):
         return self.net(x).squeeze(-1)
 
 
+@TRANSFERS.register("dann")
 class DANN(TransferMethod):
     """Domain-adversarial training (Ganin et al., "Domain-Adversarial Training of Neural Networks",
     JMLR 2016).
@@ -60,7 +62,6 @@ class DANN(TransferMethod):
         Width of each domain classifier.
     """
 
-    name = "dann"
     uses_target = True
 
     def __init__(self, align: str = "both", weight: float = 1.0, gamma: float = 10.0, hidden_dim: int = 64):

@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from crossfuse.model import MultimodalModel
+from crossfuse.registry import TRANSFERS
 from crossfuse.transfer.base import TransferMethod
 
 
+@TRANSFERS.register("finetune")
 class FineTune(TransferMethod):
     """Model transfer: train on the source (as source-only), then fine-tune on ``K`` labelled target
     samples per class (``--target-shots K``), which are then excluded from evaluation.
@@ -30,24 +32,24 @@ class FineTune(TransferMethod):
         Keep the per-modality encoders fixed.
     """
 
-    name = "finetune"
     uses_target = False
-    needs_target_labels = True
+    needs_target_shots = True
 
-    def __init__(
-        self, steps: int = 200, lr_scale: float = 0.3, freeze_encoders: bool = False, align: str = "fused"
-    ):
-        super().__init__(align, 1.0)
+    def __init__(self, steps: int = 200, lr_scale: float = 0.3, freeze_encoders: bool = False):
+        super().__init__()
         self.steps, self.lr_scale, self.freeze_encoders = steps, lr_scale, freeze_encoders
 
-    def finetune(
+    def after_training(
         self,
         model: MultimodalModel,
-        shots: tuple[Mapping[str, np.ndarray], np.ndarray],
+        shots: tuple[Mapping[str, np.ndarray], np.ndarray] | None,
         source: tuple[Mapping[str, np.ndarray], np.ndarray],
         lr: float,
         seed: int,
     ) -> None:
+        """The fine-tuning phase on the labelled target ``shots``."""
+        if shots is None:
+            return
         generator = torch.Generator().manual_seed(seed + 1)
         device = next(model.parameters()).device
         shot_inputs = {m: torch.from_numpy(x).to(device) for m, x in shots[0].items()}

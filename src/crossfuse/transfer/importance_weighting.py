@@ -6,9 +6,11 @@ import numpy as np
 import torch
 
 from crossfuse.evaluation.density_ratio import DensityRatio
+from crossfuse.registry import TRANSFERS
 from crossfuse.transfer.base import TransferMethod
 
 
+@TRANSFERS.register("iw")
 class ImportanceWeighting(TransferMethod):
     """Instance transfer: weight each source sample's loss by ``w(x) = p_t(x) / p_s(x)``.
 
@@ -22,18 +24,19 @@ class ImportanceWeighting(TransferMethod):
     ----------
     max_weight
         Clip of the importance weights.
+    flatten
+        Exponent applied to the clipped weights (``w ** flatten``; 1 keeps them, 0 makes them uniform).
     """
 
-    name = "iw"
     uses_target = False
 
-    def __init__(
-        self, max_weight: float = 10.0, flatten: float = 1.0, align: str = "fused", weight: float = 1.0
-    ) -> None:
-        super().__init__(align, weight)
+    def __init__(self, max_weight: float = 10.0, flatten: float = 1.0) -> None:
+        super().__init__()
         self.estimator = DensityRatio(max_weight=max_weight, flatten=flatten)
 
-    def fit(self, source: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray], seed: int = 0) -> None:
+    def prepare(
+        self, source: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray], seed: int = 0
+    ) -> None:
         """Fit the density ratio on the training rows (``seed`` drives its randomised PCA)."""
         self.estimator.seed = seed
         self.estimator.fit(source, target)

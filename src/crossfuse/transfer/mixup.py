@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from crossfuse.errors import ConfigError
 from crossfuse.model import MultimodalModel
 from crossfuse.parallel import draw_for_shard
+from crossfuse.registry import TRANSFERS
 from crossfuse.transfer.base import TransferMethod
 from crossfuse.transfer.gradient_reversal import dann_lambda
 
@@ -31,6 +32,7 @@ def mixed_targets(
     return mixed
 
 
+@TRANSFERS.register("mixup")
 class DomainMixup(TransferMethod):
     """Domain mixup, the seed document's DMN (its section 3.2.2).
 
@@ -74,7 +76,6 @@ class DomainMixup(TransferMethod):
         Ramp the mixed loss in with ``lambda_p = 2 / (1 + exp(-10 p)) - 1``.
     """
 
-    name = "mixup"
     uses_target = True
 
     def __init__(

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import torch
 
 from crossfuse.parallel import gather_shards
+from crossfuse.registry import TRANSFERS
 from crossfuse.transfer.base import StepOutputs, TransferMethod
 from crossfuse.transfer.gradient_reversal import dann_lambda
 
@@ -31,6 +32,7 @@ def multi_kernel_mmd(
     return k_ss + k_tt - 2 * k_st
 
 
+@TRANSFERS.register("mmd")
 class MMD(TransferMethod):
     """Align kernel mean embeddings: ``L = L_y + weight * lambda_p * mean_spaces MMD^2_k(f_s, f_t)`` with
     the multi-kernel Gaussian MMD of Long et al. (ICML 2015). Under torchrun the kernel means run over the
@@ -43,7 +45,6 @@ class MMD(TransferMethod):
     images, ``benchmarks/digits_halves.py``). ``warmup=False`` is the constant weight of the paper.
     """
 
-    name = "mmd"
     uses_target = True
 
     def __init__(self, align: str = "fused", weight: float = 1.0, warmup: bool = True) -> None:

@@ -1,0 +1,41 @@
+"""Flags on a finished run whose numbers should not be trusted."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def chance_level(labels: np.ndarray) -> float:
+    """Accuracy of always answering the most frequent class of ``labels``."""
+    return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
+
+
+def run_warnings(history: list[dict], chosen: dict, chance: float, n_validation: int) -> list[str]:
+    """What makes a finished run's numbers untrustworthy: a model at chance on its own source, or a
+    training loss that exploded or never fell.
+
+    "Near chance" is a source-validation accuracy at most ``chance + max(0.1 (1 - chance), 2 SE)``, with
+    ``SE = sqrt(chance (1 - chance) / n_validation)``: within a tenth of the way from chance to perfect,
+    or within two standard errors of chance, which a small validation set cannot tell apart from it.
+    """
+    warnings = []
+    losses = [r["train_loss"] for r in history]
+    accuracy_now = chosen["source_val_accuracy"]
+    error = math.sqrt(chance * (1 - chance) / max(n_validation, 1))
+    if accuracy_now <= chance + max(0.1 * (1 - chance), 2 * error):
+        warnings.append(
+            f"source-validation accuracy {accuracy_now:.3f} is near chance ({chance:.3f}, the most frequent "
+            "class): the model did not learn the source task; do not trust its target accuracy"
+        )
+    if len(losses) > 1 and max(losses[1:]) > 10 * losses[0]:
+        warnings.append(
+            f"the training loss exploded (epoch 1: {losses[0]:.3g}, largest: {max(losses):.3g}); "
+            "try a lower --lr or a smaller alignment weight"
+        )
+    elif len(losses) > 1 and losses[-1] >= losses[0]:
+        warnings.append(
+            f"the training loss did not fall ({losses[0]:.3g} in epoch 1, {losses[-1]:.3g} at the end)"
+        )
+    return warnings

@@ -1,0 +1,130 @@
+"""Registries of names: the one place that maps a name on the command line to a class.
+
+Built-in methods register themselves in their own file (``@TRANSFERS.register("dann")``); the package
+imports every module of its folder, so a new method is one new file. Plug-ins from other packages are
+found through the entry-point groups ``crossfuse.fusions``, ``crossfuse.transfers`` and
+``crossfuse.selection`` (``name = "module:Class"`` in the plug-in's metadata), on first use, in every
+process (so bench workers see them too).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from crossfuse.errors import ConfigError
+
+
+class Registry(Mapping[str, Any]):
+    """``name -> class`` for one kind of component (read-only mapping; built-ins first, then plug-ins).
+
+    Parameters
+    ----------
+    kind
+        What the names are of, for messages (``'transfer'``).
+    package
+        The package whose modules hold the built-ins (each registers itself when imported).
+    group
+        The entry-point group of plug-ins.
+    order
+        Built-in names in the order they are listed (help texts, suites); others follow, sorted.
+    """
+
+    def __init__(self, kind: str, package: str, group: str, order: tuple[str, ...] = ()) -> None:
+        self.kind, self.package, self.group, self.order = kind, package, group, order
+        self._entries: dict[str, Any] = {}
+        self._loaded = False
+
+    def register(self, name: str) -> Callable[[type], type]:
+        """Class decorator: ``@REGISTRY.register("name")``."""
+
+        def add(cls: type) -> type:
+            known = self._entries.get(name)
+            if known is not None and known is not cls:
+                raise ConfigError(
+                    f"{self.kind} {name!r}: registered twice ({known.__module__}, {cls.__module__})"
+                )
+            self._entries[name] = cls
+            return cls
+
+        return add
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        package = importlib.import_module(self.package)
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{self.package}.{module.name}")
+        for entry in entry_points(group=self.group):
+            if entry.name in self._entries:
+                continue  # a built-in name is never shadowed by a plug-in
+            try:
+                self._entries[entry.name] = entry.load()
+            except Exception as error:
+                raise ConfigError(
+                    f"plug-in {self.kind} {entry.name!r} ({entry.value}) could not be loaded: "
+                    f"{type(error).__name__}: {error}"
+                ) from None
+
+    def names(self) -> list[str]:
+        self._load()
+        first = [n for n in self.order if n in self._entries]
+        return first + sorted(n for n in self._entries if n not in self.order)
+
+    def __getitem__(self, name: str) -> Any:
+        self._load()
+        if name not in self._entries:
+            raise KeyError(name)
+        return self._entries[name]
+
+    def get_or_refuse(self, name: str, field: str | None = None) -> Any:
+        """The class of ``name``, or a :class:`ConfigError` listing the known names."""
+        self._load()
+        if name not in self._entries:
+            raise ConfigError(
+                f"{field or self.kind} {name!r}: unknown (choose from {', '.join(self.names())})"
+            )
+        return self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._entries
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind}: {', '.join(self.names())})"
+
+
+#: Fusion modules (``crossfuse run --fusion``), each ``Cls(input_dims, output_dim, **options)``.
+FUSIONS = Registry(
+    "fusion",
+    "crossfuse.fusion",
+    "crossfuse.fusions",
+    order=("early", "late", "hierarchical", "tfn", "lmf", "nuclear"),
+)
+#: Transfer methods (``crossfuse run --transfer``), each a :class:`~crossfuse.transfer.base.TransferMethod`.
+TRANSFERS = Registry(
+    "transfer",
+    "crossfuse.transfer",
+    "crossfuse.transfers",
+    order=("source-only", "finetune", "iw", "dann", "coral", "mmd", "mixup"),
+)
+#: Label-free selection criteria (``crossfuse run --selection``), each a
+#: :class:`~crossfuse.selection.base.SelectionCriterion`.
+SELECTION_CRITERIA = Registry(
+    "selection",
+    "crossfuse.selection",
+    "crossfuse.selection",
+    order=("source-val", "iwv", "dev", "entropy"),
+)

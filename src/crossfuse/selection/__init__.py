@@ -1,0 +1,22 @@
+"""Label-free model selection: criteria as objects, one file each, registered by name in
+:data:`crossfuse.registry.SELECTION_CRITERIA`; higher scores are better."""
+
+from crossfuse.registry import SELECTION_CRITERIA
+from crossfuse.selection.base import Evidence, ImportanceWeightedCriterion, SelectionCriterion
+from crossfuse.selection.dev import DeepEmbeddedValidation, dev_risk
+from crossfuse.selection.entropy import TargetEntropy, mean_entropy
+from crossfuse.selection.iwv import ImportanceWeightedValidation
+from crossfuse.selection.source_val import SourceValidation
+
+__all__ = [
+    "SELECTION_CRITERIA",
+    "DeepEmbeddedValidation",
+    "Evidence",
+    "ImportanceWeightedCriterion",
+    "ImportanceWeightedValidation",
+    "SelectionCriterion",
+    "SourceValidation",
+    "TargetEntropy",
+    "dev_risk",
+    "mean_entropy",
+]

@@ -1,0 +1,38 @@
+"""The one place a transfer method is started on a model: the runner, the tests and the benchmarks
+all go through :func:`start_method`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from crossfuse.model import MultimodalModel
+from crossfuse.transfer.base import TransferMethod
+
+
+@torch.no_grad()
+def feature_dims(model: MultimodalModel, inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """``space -> size`` of each modality's encoding and of the fused representation (``'fused'``), found
+    by running two rows of ``inputs`` through ``model``; what :meth:`TransferMethod.setup` takes."""
+    was_training = model.training
+    probe = model.encode({m: torch.from_numpy(np.ascontiguousarray(x[:2])) for m, x in inputs.items()})
+    dims = {m: f.shape[1] for m, f in probe.items()} | {"fused": model.fuse(probe).shape[1]}
+    model.train(was_training)
+    return dims
+
+
+def start_method(
+    method: TransferMethod,
+    model: MultimodalModel,
+    source: Mapping[str, np.ndarray],
+    target: Mapping[str, np.ndarray],
+    seed: int,
+) -> None:
+    """Everything before the first training step, in order: the model's input normalisation is fitted
+    on the source rows, the method sees the training rows (:meth:`TransferMethod.prepare`) and builds
+    its parameters on the model's feature sizes (:meth:`TransferMethod.setup`)."""
+    model.fit_normalizers(source)
+    method.setup(model, feature_dims(model, source))
+    method.prepare(source, target, seed)
