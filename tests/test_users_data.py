@@ -242,8 +242,8 @@ def test_every_tuned_setting_is_an_option_and_reaches_the_run(tmp_path):
 
 
 def test_help_lists_every_registered_name(monkeypatch, capsys):
-    from crossfuse.registry import SELECTION_CRITERIA
     from crossfuse.fusion import FUSIONS
+    from crossfuse.registry import SELECTION_CRITERIA
     from crossfuse.transfer import TRANSFERS
 
     monkeypatch.setenv("COLUMNS", "400")

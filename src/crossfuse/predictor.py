@@ -157,6 +157,11 @@ def load(run: str | Path) -> TrainedModel:
         raise DataError(f"{card_path}: not valid JSON ({error})") from None
     if card.get("format") != CARD_FORMAT:
         raise DataError(f"{card_path}: format {card.get('format')!r} is not one this crossfuse reads")
+    if card.get("custom_model"):
+        raise DataError(
+            f"{root}: the model was built in Python (crossfuse.run(config, model=...)); build it the same "
+            f"way and load {weights_path.name} into it with safetensors.torch.load_file"
+        )
     model = build_model(
         {m: tuple(spec["shape"]) for m, spec in card["modalities"].items()},
         len(card["classes"]),

@@ -308,7 +308,7 @@ def run(
             release_claim(out, claimed, resumable=not isinstance(error, CrossfuseError))
         raise
     if out is not None and rank == 0:
-        card = model_card(config, setup.dataset, setup.model)
+        card = model_card(config, setup.dataset, setup.model) | {"custom_model": model is not None}
         write_run_folder(out, config, result.metrics(), trained.history, setup.model, card)
     return result
 

@@ -70,7 +70,11 @@ def test_suites():
     quick = resolve_suite("quick", None, None, None, None)
     assert len(quick) == 4 * 3 * 3
     assert {s.transfer for s in quick} == {"source-only", "dann", "mixup"}
-    assert len(resolve_suite("full", None, None, None, None)) == 6 * 7 * 3 * 3
+    from crossfuse.registry import FUSIONS, TRANSFERS
+
+    full = resolve_suite("full", None, None, None, None)
+    assert len(full) == len(FUSIONS) * len(TRANSFERS) * 3 * 3 == 6 * 7 * 3 * 3
+    assert {s.transfer for s in full} == set(TRANSFERS) and {s.fusion for s in full} == set(FUSIONS)
     assert resolve_suite("quick", ["lmf"], ["dann"], [5], None) == [RunSpec("default", "lmf", "dann", 5)]
     with pytest.raises(ConfigError, match="suite 'huge'"):
         resolve_suite("huge", None, None, None, None)

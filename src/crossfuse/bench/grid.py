@@ -32,8 +32,9 @@ SUITES = {
         "settings": {"epochs": 25},
     },
     "full": {
-        "fusions": ["early", "late", "hierarchical", "tfn", "lmf", "nuclear"],
-        "transfers": ["source-only", "finetune", "iw", "dann", "coral", "mmd", "mixup"],
+        # None: every registered name (built-ins and plug-ins), read from the registries.
+        "fusions": None,
+        "transfers": None,
         "seeds": [0, 1, 2],
         "tasks": ["default", "speakers", "sklearn"],
         "settings": {},
@@ -177,10 +178,12 @@ def resolve_suite(
 ) -> list[RunSpec]:
     if suite not in SUITES:
         raise ConfigError(f"suite {suite!r}: unknown (choose from {', '.join(SUITES)})")
+    from crossfuse.registry import FUSIONS, TRANSFERS
+
     chosen = SUITES[suite]
     return grid(
-        fusions or chosen["fusions"],
-        transfers or chosen["transfers"],
+        fusions or chosen["fusions"] or FUSIONS.names(),
+        transfers or chosen["transfers"] or TRANSFERS.names(),
         seeds or chosen["seeds"],
         tasks or chosen["tasks"],
     )

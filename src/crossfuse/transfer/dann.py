@@ -45,10 +45,9 @@ class DANN(TransferMethod):
     classifier per aligned space (the fused representation and/or each modality's features).
 
     By default (``align='both'``) every modality's features and the fused representation get their own
-    domain classifier. Measured with ``benchmarks/alignment_space.py`` (AV-Digits, late fusion, seeds
-    0-2, target accuracy): fused 91.7 ± 0.9, modalities 88.4 ± 5.2, both 92.8 ± 1.0; on the two-moons
-    problem both gives 95.6 ± 0.7 against 80.8 ± 11.7 for fused. Aligning at two depths leaves the feature
-    extractor less room to match the domains' marginals while swapping their classes.
+    domain classifier: ``benchmarks/alignment_space.py`` and ``benchmarks/two_moons.py`` measure the
+    choice (the README has the numbers). Aligning at two depths leaves the feature extractor less room to
+    match the domains' marginals while swapping their classes.
 
     Parameters
     ----------
