@@ -115,6 +115,13 @@ def run(
         int, typer.Option(help="Size of each encoding and of the fused vector." + _default("hidden_dim"))
     ] = None,
     dropout: Annotated[float, typer.Option(help="Dropout rate." + _default("dropout"))] = None,
+    modality_dropout: Annotated[
+        float,
+        typer.Option(
+            help="Chance that a training sample loses a modality (a learned placeholder stands in; the model "
+            "then predicts without it)." + _default("modality_dropout")
+        ),
+    ] = None,
     weight_decay: Annotated[
         float, typer.Option(help="AdamW weight decay." + _default("weight_decay"))
     ] = None,
@@ -126,6 +133,15 @@ def run(
     ] = None,
     normalization: Annotated[
         str, typer.Option(help=f"Input scaling: {_names(NORMALIZATIONS)}." + _default("normalization"))
+    ] = None,
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="classification, regression, or auto (regression for float labels)." + _default("objective")
+        ),
+    ] = None,
+    regression_loss: Annotated[
+        str, typer.Option(help="mse or l1, for regression." + _default("regression_loss"))
     ] = None,
     fusion_option: Annotated[
         list[str], typer.Option(help="KEY=VALUE for the fusion module, e.g. rank=8; repeatable.")
@@ -165,9 +181,12 @@ def run(
         batch_size=batch_size,
         hidden_dim=hidden_dim,
         dropout=dropout,
+        modality_dropout=modality_dropout,
         weight_decay=weight_decay,
         patience=patience,
         normalization=normalization,
+        objective=objective,
+        regression_loss=regression_loss,
         selection=selection,
         target_shots=target_shots,
         device=device,
@@ -221,9 +240,30 @@ def predict(
     from crossfuse.prediction_table import predict_folder
     from crossfuse.predictor import load
 
-    accuracy, n = predict_folder(load(run), data, out)
+    model = load(run)
+    score, n = predict_folder(model, data, out)
     where = f"{n} predictions written to {out}"
-    typer.echo(where if accuracy is None else f"{where}; accuracy {accuracy:.4f} on the labelled rows")
+    name = "mean absolute error" if model.objective == "regression" else "accuracy"
+    typer.echo(where if score is None else f"{where}; {name} {score:.4f} on the labelled rows")
+
+
+@app.command()
+def robustness(
+    run: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    reference: Annotated[
+        Path, typer.Option(help="A run to compare with (effective robustness), e.g. late fusion.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the noise.")] = 0,
+) -> None:
+    """Score a trained model with each modality missing and under rising noise (MultiBench's curves)."""
+    from crossfuse.robustness_report import ROBUSTNESS, describe, measure_run, plot_curves
+
+    result = measure_run(run, seed)
+    other = measure_run(reference, seed) if reference is not None else None
+    plot_curves(result["noise"], result["strengths"], result["metric"], run / "robustness.png", str(run))
+    for line in describe(result, other):
+        typer.echo(line)
+    typer.echo(f"written: {run / ROBUSTNESS}, {run / 'robustness.png'}")
 
 
 @app.command()
@@ -263,6 +303,9 @@ def bench(
     config: Annotated[
         Path, typer.Option(help="YAML file of run settings for every run (lr, batch_size, options...).")
     ] = None,
+    robustness: Annotated[
+        bool, typer.Option(help="Also measure every run under missing and noisy modalities.")
+    ] = False,
 ) -> None:
     """Run a fusion x transfer x seed x task grid, then write results.csv and report.md with plots."""
     from dataclasses import replace
@@ -290,6 +333,11 @@ def bench(
         check_names(load_config(None, dict(base, fusion=spec.fusion, transfer=spec.transfer)))
     started = time.perf_counter()
     run_grid(specs, out, base, jobs=jobs, log=lambda line: typer.echo(line, err=True))
+    if robustness:
+        from crossfuse.robustness_report import measure_run
+
+        for spec in specs:
+            measure_run(out / "runs" / spec.name)
     report = build_report(out)
     typer.echo(
         f"{len(specs)} runs in {out / 'results.csv'}; report {report} ({time.perf_counter() - started:.0f} s)"

@@ -30,8 +30,11 @@ class RunConfig(BaseModel):
     patience: int = Field(8, ge=1)
     hidden_dim: int = Field(64, ge=2)
     dropout: float = Field(0.1, ge=0, lt=1)
+    modality_dropout: float = Field(0.0, ge=0, lt=1)
     device: str = "auto"
     normalization: str = "auto"
+    objective: str = "auto"
+    regression_loss: str = "mse"
     selection: str = "source-val"
     fusion_options: dict[str, Any] = Field(default_factory=dict)
     transfer_options: dict[str, Any] = Field(default_factory=dict)

@@ -13,6 +13,8 @@ from crossfuse.encoders import encoder_for
 from crossfuse.errors import ConfigError
 from crossfuse.fusion._common import FusionModule
 from crossfuse.normalize import Standardize
+from crossfuse.objective import Classification, Regression
+from crossfuse.parallel import draw_for_shard
 from crossfuse.parallel.dropout import ShardDropout
 
 
@@ -35,6 +37,18 @@ class MultimodalModel(nn.Module):
     normalizers
         Per-modality input standardisation (:class:`~crossfuse.normalize.Standardize`), fitted by
         :meth:`fit_normalizers`; the identity when not given.
+    objective
+        What the head's outputs mean (:mod:`crossfuse.objective`): class logits by default.
+    modality_dropout
+        Probability ``P`` that a training sample loses a modality (never all of them); a lost modality's
+        encoding is replaced by a learned placeholder vector (initialised at zero), which is also what the
+        trained model uses for a modality that is missing at prediction time. With ``P = 0`` (the
+        default) there are no placeholders and every modality is required.
+
+    A zero encoding is how a modality drops out of each fusion: Tensor Fusion and LMF keep the constant 1
+    of ``[1; z_m]``, so with ``z_m = 0`` the product keeps every term without ``m``; late and nuclear-norm
+    fusion lose ``m``'s linear term; early fusion (raw inputs) sees the modality at its source mean. The
+    placeholders learn better stand-ins from there.
     """
 
     def __init__(
@@ -43,6 +57,8 @@ class MultimodalModel(nn.Module):
         fusion: nn.Module,
         head: nn.Module,
         normalizers: Mapping[str, nn.Module] | None = None,
+        objective: nn.Module | None = None,
+        modality_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         names = sorted(encoders)
@@ -51,14 +67,63 @@ class MultimodalModel(nn.Module):
         self.encoders = nn.ModuleDict({m: encoders[m] for m in names})
         self.fusion = fusion
         self.head = head
+        self.objective = objective if objective is not None else Classification()
+        if not 0 <= modality_dropout < 1:
+            raise ConfigError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        self.modality_dropout = float(modality_dropout)
+        self.placeholders = nn.ParameterDict()
+        if modality_dropout > 0:
+            if len(names) < 2:
+                raise ConfigError("modality dropout needs at least two modalities")
+            for m in names:
+                size = self._encoding_size(m)
+                self.placeholders[m] = nn.Parameter(torch.zeros(size))
+
+    def _encoding_size(self, name: str) -> int:
+        encoder = self.encoders[name]
+        dims = getattr(self.fusion, "input_dims", None)
+        if isinstance(dims, Mapping) and name in dims:
+            return int(dims[name])
+        raise ConfigError(
+            f"modality dropout: the fusion does not say the size of {name!r}'s encoding ({encoder})"
+        )
 
     @property
     def modalities(self) -> list[str]:
         return list(self.encoders)
 
     def encode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-modality features ``{m: (batch, d_m)}``."""
-        return {m: self.encoders[m](self.normalizers[m](inputs[m])) for m in self.encoders}
+        """Per-modality features ``{m: (batch, d_m)}``; a modality missing from ``inputs`` gets its
+        placeholder (models trained with modality dropout), and in training each sample loses each
+        modality with probability ``modality_dropout``."""
+        present = [m for m in self.encoders if m in inputs]
+        missing = [m for m in self.encoders if m not in inputs]
+        if missing and (not present or any(m not in self.placeholders for m in missing)):
+            raise ConfigError(
+                f"modality {missing[0]!r} is missing and the model was trained without modality dropout "
+                "(--modality-dropout), so it needs every modality"
+            )
+        features = {m: self.encoders[m](self.normalizers[m](inputs[m])) for m in present}
+        batch = next(iter(features.values())).shape[0]
+        for m in missing:
+            features[m] = self.placeholders[m].expand(batch, -1)
+        if self.training and self.modality_dropout > 0:
+            dropped = draw_for_shard(self._draw_dropped, batch).to(features[present[0]].device)
+            for i, m in enumerate(self.encoders):
+                if m in present:
+                    keep = ~dropped[:, i : i + 1]
+                    features[m] = torch.where(keep, features[m], self.placeholders[m].expand(batch, -1))
+        return {m: features[m] for m in self.encoders}
+
+    def _draw_dropped(self, rows: int) -> torch.Tensor:
+        """``(rows, M)`` booleans: each modality of each row dropped with probability ``P``; a row that
+        would lose every modality keeps one, chosen at random."""
+        generator_device = self.placeholders[next(iter(self.placeholders))].device
+        dropped = torch.rand(rows, len(self.encoders), device=generator_device) < self.modality_dropout
+        kept = torch.randint(len(self.encoders), (rows,), device=generator_device)
+        every = dropped.all(1)
+        dropped[every, kept[every]] = False
+        return dropped
 
     def fit_normalizers(self, inputs: Mapping[str, Any]) -> None:
         """Fit each modality's input standardisation on training rows (numpy arrays)."""
@@ -114,6 +179,9 @@ def build_model(
     dropout: float = 0.1,
     fusion_options: Mapping[str, Any] | None = None,
     normalization: str = "auto",
+    objective: str = "classification",
+    regression_loss: str = "mse",
+    modality_dropout: float = 0.0,
 ) -> MultimodalModel:
     """The default model for these modalities, with the user's own ``encoders`` where given.
 
@@ -142,8 +210,18 @@ def build_model(
         Extra keyword arguments for the fusion module (e.g. ``rank`` for ``lmf``).
     normalization
         How each modality's inputs are standardised (:mod:`crossfuse.normalize`).
+    objective
+        ``'classification'`` (``n_classes`` logits) or ``'regression'`` (one value; ``n_classes`` is
+        ignored), with ``regression_loss`` ``'mse'`` or ``'l1'``.
+    modality_dropout
+        Probability that a training sample loses a modality (see :class:`MultimodalModel`).
     """
     from crossfuse.registry import FUSIONS
+
+    if objective not in ("classification", "regression"):
+        raise ConfigError(f"objective {objective!r}: choose classification or regression")
+    target = Regression(regression_loss) if objective == "regression" else Classification()
+    n_outputs = target.output_dim(n_classes)
 
     fusion_cls = FUSIONS.get_or_refuse(fusion, "fusion")
     options = dict(fusion_options or {})
@@ -172,7 +250,7 @@ def build_model(
             m: output_size(modules[m], sample_shapes[m], m) if m in given else encoder_dim for m in names
         }
     decision_level = fusion == "late" and options.get("mode") == "decision"
-    fused_dim = n_classes if decision_level else hidden_dim
+    fused_dim = n_outputs if decision_level else hidden_dim
     try:
         fusion_module = fusion_cls(input_dims, fused_dim, **options)
     except TypeError as error:
@@ -180,6 +258,6 @@ def build_model(
     head = (
         nn.Identity()
         if decision_level
-        else nn.Sequential(nn.ReLU(), ShardDropout(dropout), nn.Linear(hidden_dim, n_classes))
+        else nn.Sequential(nn.ReLU(), ShardDropout(dropout), nn.Linear(hidden_dim, n_outputs))
     )
-    return MultimodalModel(modules, fusion_module, head, normalizers)
+    return MultimodalModel(modules, fusion_module, head, normalizers, target, modality_dropout)

@@ -33,6 +33,8 @@ def predict_folder(model: TrainedModel, folder: str | Path, out: str | Path) -> 
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (it needs modalities/<name>.npy)")
     inputs, _ = read_modalities(root)
+    if model.objective == "regression":
+        return predict_values(model, root, inputs, Path(out))
     probabilities = model.predict_proba(inputs)
     n = len(probabilities)
     predictions = np.array(model.classes, dtype=object)[probabilities.argmax(1)]
@@ -54,7 +56,32 @@ def predict_folder(model: TrainedModel, folder: str | Path, out: str | Path) -> 
     columns["prediction"] = predictions.tolist()
     for c, name in enumerate(model.classes):
         columns[f"p_{name}"] = [f"{p:.6f}" for p in probabilities[:, c]]
-    out = Path(out)
+    write_table(Path(out), columns)
+    return accuracy, n
+
+
+def predict_values(model: TrainedModel, root: Path, inputs: dict, out: Path) -> tuple[float | None, int]:
+    """A regression's table: ``row``, ``domain`` and ``label`` when present, the predicted ``prediction``;
+    returns the mean absolute error over the rows with a target (``None`` without targets)."""
+    values = model.predict(inputs)
+    n = len(values)
+    columns: dict[str, list] = {"row": list(range(n))}
+    if (root / "domains.npy").exists():
+        columns["domain"] = as_domain_names(load_array(root / "domains.npy"), root / "domains.npy").tolist()
+    error = None
+    if (root / "labels.npy").exists():
+        targets = load_array(root / "labels.npy").astype(np.float64)
+        if targets.shape != (n,):
+            raise DataError(f"{root / 'labels.npy'}: expected shape ({n},), found {targets.shape}")
+        columns["label"] = ["" if np.isnan(v) else v for v in targets]
+        known = ~np.isnan(targets)
+        error = float(np.abs(values[known] - targets[known]).mean()) if known.any() else None
+    columns["prediction"] = [f"{v:.6g}" for v in values]
+    write_table(out, columns)
+    return error, n
+
+
+def write_table(out: Path, columns: dict[str, list]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     with open(partial, "w", newline="") as handle:
@@ -62,4 +89,3 @@ def predict_folder(model: TrainedModel, folder: str | Path, out: str | Path) -> 
         writer.writerow(columns)
         writer.writerows(zip(*columns.values(), strict=True))
     partial.replace(out)
-    return accuracy, n

@@ -42,7 +42,10 @@ def model_card(config, dataset, model) -> dict[str, Any]:
             }
             for m, x in sorted(dataset.modalities.items())
         },
-        "classes": dataset.classes,
+        "classes": dataset.classes if dataset.objective == "classification" else [],
+        "objective": dataset.objective,
+        "regression_loss": config.regression_loss,
+        "modality_dropout": config.modality_dropout,
     }
 
 
@@ -50,8 +53,9 @@ class TrainedModel:
     """A trained crossfuse model and what it takes: ``predict`` / ``predict_proba`` on a dict of arrays.
 
     Inputs are ``{modality: array}`` with the samples on the first axis, in any numeric dtype; images may
-    be given channels last when the training folder gave them so. A missing modality, a sample shape that
-    does not match, or a NaN is refused with one line naming the modality.
+    be given channels last when the training folder gave them so. A modality may be left out when the
+    model was trained with modality dropout (its placeholder stands in); otherwise a missing modality, a
+    sample shape that does not match, or a NaN is refused with one line naming the modality.
     """
 
     def __init__(self, model: nn.Module, card: dict[str, Any], where: str = "model") -> None:
@@ -59,6 +63,7 @@ class TrainedModel:
         self.card = card
         self.where = where
         self.classes = list(card["classes"])
+        self.objective = card.get("objective", "classification")
         self.modalities = {m: tuple(spec["shape"]) for m, spec in card["modalities"].items()}
 
     def prepare(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -66,13 +71,22 @@ class TrainedModel:
         from crossfuse.data.folder import check_modality, to_channels_first
 
         missing = sorted(set(self.modalities) - set(inputs))
-        if missing:
+        optional = set(self.model.placeholders)
+        if missing and (set(missing) - optional or len(missing) == len(self.modalities)):
+            required = sorted(set(missing) - optional) or missing
+            reason = (
+                "the model was trained without --modality-dropout, so it needs every modality"
+                if not optional
+                else "at least one modality is needed"
+            )
             raise DataError(
-                f"{self.where}: modality {missing[0]!r} is missing (the model takes "
-                f"{', '.join(sorted(self.modalities))})"
+                f"{self.where}: modality {required[0]!r} is missing (the model takes "
+                f"{', '.join(sorted(self.modalities))}; {reason})"
             )
         prepared, lengths = {}, set()
         for m, shape in sorted(self.modalities.items()):
+            if m not in inputs:
+                continue
             array = np.asarray(inputs[m])
             if array.shape == shape:
                 array = array[None]
@@ -91,14 +105,23 @@ class TrainedModel:
             )
         return prepared
 
-    def predict_proba(self, inputs: Mapping[str, Any], batch_size: int = 512) -> np.ndarray:
-        """Class probabilities ``(N, n_classes)``, columns in the order of :attr:`classes`."""
+    def outputs(self, inputs: Mapping[str, Any], batch_size: int = 512) -> np.ndarray:
+        """Class probabilities ``(N, n_classes)``, or predicted values ``(N, 1)`` for a regression."""
         from crossfuse.train.loop import predict
 
         return predict(self.model, self.prepare(inputs), batch_size)[0]
 
+    def predict_proba(self, inputs: Mapping[str, Any], batch_size: int = 512) -> np.ndarray:
+        """Class probabilities ``(N, n_classes)``, columns in the order of :attr:`classes`."""
+        if self.objective == "regression":
+            raise DataError(f"{self.where}: a regression model predicts values, not class probabilities")
+        return self.outputs(inputs, batch_size)
+
     def predict(self, inputs: Mapping[str, Any], batch_size: int = 512) -> np.ndarray:
-        """The most probable class of each sample, in the label values of the training data."""
+        """The most probable class of each sample, in the label values of the training data (the
+        predicted value for a regression)."""
+        if self.objective == "regression":
+            return self.outputs(inputs, batch_size)[:, 0]
         index = self.predict_proba(inputs, batch_size).argmax(1)
         return np.array(self.classes, dtype=object if isinstance(self.classes[0], str) else None)[index]
 
@@ -106,7 +129,8 @@ class TrainedModel:
         """Write a ``torch.export`` program that serves the model without crossfuse.
 
         Load it with ``torch.export.load(path).module()`` and call it with one float32 tensor a modality,
-        in sorted modality order (:attr:`modalities`), channels first; it returns the class probabilities.
+        in sorted modality order (:attr:`modalities`), channels first; it returns the class probabilities
+        (the predicted values ``(N, 1)`` for a regression).
         ``model.json`` beside the run names the classes.
         """
         names = sorted(self.modalities)
@@ -130,7 +154,7 @@ class _PositionalModel(nn.Module):
         self.model, self.names = model, names
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(dict(zip(self.names, tensors, strict=True))), dim=-1)
+        return self.model.objective.predictions(self.model(dict(zip(self.names, tensors, strict=True))))
 
 
 def load(run: str | Path) -> TrainedModel:
@@ -164,12 +188,15 @@ def load(run: str | Path) -> TrainedModel:
         )
     model = build_model(
         {m: tuple(spec["shape"]) for m, spec in card["modalities"].items()},
-        len(card["classes"]),
+        max(1, len(card["classes"])),
         card["fusion"],
         hidden_dim=card["hidden_dim"],
         dropout=card["dropout"],
         fusion_options=card["fusion_options"],
         normalization=card["normalization"],
+        objective=card.get("objective", "classification"),
+        regression_loss=card.get("regression_loss", "mse"),
+        modality_dropout=card.get("modality_dropout", 0.0),
     )
     try:
         model.load_state_dict(load_file(str(weights_path)))

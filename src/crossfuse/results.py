@@ -18,6 +18,7 @@ class RunResult:
     transfer: str
     seed: int
     selection: str = "source-val"
+    objective: str = "classification"
     dataset: str = ""
     source_domains: list[str] = field(default_factory=list)
     target_domains: list[str] = field(default_factory=list)
@@ -44,7 +45,9 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, Any]:
-        """The ``metrics.json`` mapping (``extra`` entries at the top level)."""
+        """The ``metrics.json`` mapping (``extra`` entries at the top level; a regression's
+        ``target_mae``, ``target_rmse``, ``target_corr``, ``target_r2``, ``oracle_target_mae`` and
+        ``source_val_mae`` among them)."""
         values = {k: v for k, v in asdict(self).items() if k != "extra"}
         if values["target_accuracy_per_domain"] is None:
             values.pop("target_accuracy_per_domain")
@@ -74,6 +77,19 @@ class RunResult:
         def share(value: float | None) -> str:
             return "n/a (no labelled target row)" if value is None else f"{value:.4f}"
 
+        if self.objective == "regression":
+            extra = self.extra
+
+            def number(key: str) -> str:
+                value = extra.get(key)
+                return "n/a" if value is None else f"{value:.4g}"
+
+            return (
+                f"source-val MAE {number('source_val_mae')}  target MAE {number('target_mae')} "
+                f"(RMSE {number('target_rmse')}, corr {number('target_corr')}, R2 {number('target_r2')}; "
+                f"selected by {self.selection})  oracle MAE {number('oracle_target_mae')}  "
+                f"[{self.train_seconds:.1f} s]"
+            )
         line = (
             f"source-val accuracy {self.source_val_accuracy:.4f}  "
             f"target accuracy {share(self.target_accuracy)} (selected by {self.selection})  "

@@ -18,10 +18,11 @@ from crossfuse.data.dataset import MultimodalDataset, Task, TaskSplit, split_tas
 from crossfuse.errors import ConfigError, CrossfuseError
 from crossfuse.evaluation.a_distance import proxy_a_distance
 from crossfuse.evaluation.ablation import modality_ablation
-from crossfuse.evaluation.warnings import chance_level, run_warnings
+from crossfuse.evaluation.warnings import chance_level, regression_warnings, run_warnings
 from crossfuse.model import MultimodalModel
 from crossfuse.model import build_model as build_default_model
 from crossfuse.normalize import NORMALIZATIONS
+from crossfuse.objective import OBJECTIVES, REGRESSION_LOSSES, regression_metrics
 from crossfuse.predictor import model_card
 from crossfuse.registry import FUSIONS, SELECTION_CRITERIA, TRANSFERS
 from crossfuse.results import RunResult
@@ -29,7 +30,7 @@ from crossfuse.run_folder import claim_run_folder, release_claim, write_run_fold
 from crossfuse.selection.base import SelectionCriterion
 from crossfuse.train.distributed import distributed_context
 from crossfuse.train.lifecycle import start_method
-from crossfuse.train.loop import Interrupted, TrainResult, accuracy, predict, train
+from crossfuse.train.loop import Interrupted, TrainResult, accuracy, mean_absolute_error, predict, train
 from crossfuse.transfer.base import TransferMethod
 
 
@@ -38,10 +39,12 @@ def load_dataset(config: RunConfig) -> MultimodalDataset:
     if config.data == "av-digits":
         from crossfuse.data.avdigits import load_av_digits
 
+        if config.objective == "regression":
+            raise ConfigError("objective 'regression': av-digits is a classification data set")
         return load_av_digits(config.task, config.source, config.target, seed=config.seed)
     from crossfuse.data.folder import load_folder
 
-    return load_folder(config.data)
+    return load_folder(config.data, config.objective)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,6 +67,13 @@ def check_names(config: RunConfig) -> None:
     FUSIONS.get_or_refuse(config.fusion, "fusion")
     TRANSFERS.get_or_refuse(config.transfer, "transfer")
     SELECTION_CRITERIA.get_or_refuse(config.selection, "selection")
+    if config.objective not in OBJECTIVES:
+        raise ConfigError(f"objective {config.objective!r}: unknown (choose from {', '.join(OBJECTIVES)})")
+    if config.regression_loss not in REGRESSION_LOSSES:
+        raise ConfigError(
+            f"regression_loss {config.regression_loss!r}: unknown "
+            f"(choose from {', '.join(REGRESSION_LOSSES)})"
+        )
     if config.normalization not in NORMALIZATIONS:
         raise ConfigError(
             f"normalization {config.normalization!r}: unknown (choose from {', '.join(NORMALIZATIONS)})"
@@ -94,6 +104,9 @@ def build_model(config: RunConfig, dataset: MultimodalDataset) -> MultimodalMode
         dropout=config.dropout,
         fusion_options=config.fusion_options,
         normalization=config.normalization,
+        objective=dataset.objective,
+        regression_loss=config.regression_loss,
+        modality_dropout=config.modality_dropout,
     )
 
 
@@ -135,7 +148,7 @@ class Run:
         return {m: x[indices] for m, x in self.dataset.modalities.items()}
 
 
-def build(config: RunConfig, model: MultimodalModel | None = None) -> Run:
+def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable[[str], None] = print) -> Run:
     """Load the data, split it, build the model (or take ``model``), start the transfer method and fit
     the selection criterion: everything before the first training step."""
     check_names(config)
@@ -145,30 +158,53 @@ def build(config: RunConfig, model: MultimodalModel | None = None) -> Run:
     method = build_method(config)
     dataset, task, split = prepare_task(config)
     labels = dataset.labels
+    if config.objective == "auto" and dataset.objective == "regression":
+        log(
+            "note: the labels are float values, so this is a regression (--objective classification: classes)"
+        )
     model = model if model is not None else build_model(config, dataset)
     source, target = (
         {m: x[rows] for m, x in dataset.modalities.items()}
         for rows in (split.source_train, split.target_train)
     )
+    if model.objective.kind != dataset.objective:
+        raise ConfigError(
+            f"the model predicts for {model.objective.kind}, the data's labels are for {dataset.objective}"
+        )
+    if dataset.objective == "regression":
+        if not method.supports_regression:
+            raise ConfigError(f"--transfer {config.transfer}: {method.regression_refusal}")
+        model.objective.fit(labels[split.source_train])
     start_method(method, model, source, target, config.seed)
     device = resolve_device(config.device)
     model.to(device)
     method.to(device)
     target_test, shots = split.target_test, None
     if method.needs_target_shots:
-        labelled_target = split.target_train[labels[split.target_train] >= 0]
+        labelled_target = split.target_train[dataset.labelled[split.target_train]]
         if len(labelled_target) == 0:
             raise ConfigError(
                 f"--transfer {config.transfer} needs labelled target samples, and no target training row "
                 "has a label"
             )
-        shots = choose_shots(labelled_target, labels, config.target_shots or 5, config.seed)
+        per_class = config.target_shots or 5
+        if dataset.objective == "regression":  # no classes: ten times as many rows, at random
+            shots = choose_shots(
+                labelled_target, np.zeros(len(labels), dtype=int), 10 * per_class, config.seed
+            )
+        else:
+            shots = choose_shots(labelled_target, labels, per_class, config.seed)
         target_test = np.setdiff1d(target_test, shots)  # the shots' labels were seen: never score them
     elif config.target_shots is not None:
         raise ConfigError(
             f"target_shots: only a method that uses labelled target samples takes it (got {config.transfer})"
         )
     criterion = SELECTION_CRITERIA.get_or_refuse(config.selection, "selection")()
+    criterion.objective = dataset.objective
+    if dataset.objective == "regression" and criterion.classification_only:
+        raise ConfigError(
+            f"selection {config.selection!r} reads class probabilities: it cannot score a regression"
+        )
     criterion.fit(
         source, target, {m: x[split.source_val] for m, x in dataset.modalities.items()}, config.seed
     )
@@ -207,32 +243,46 @@ def fit(
 def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) -> RunResult:
     """Score the trained model on the target test rows and gather the run's record."""
     config, dataset, split, labels = run.config, run.dataset, run.split, run.dataset.labels
+    regression = dataset.objective == "regression"
     target_test = run.target_test
     target_probabilities, target_features = predict(run.model, run.rows(target_test))
     target_labels = labels[target_test]
-    final_accuracy = accuracy(target_probabilities, target_labels)
+    measure = mean_absolute_error if regression else accuracy
+    metric = "mae" if regression else "accuracy"
+    final = measure(target_probabilities, target_labels)
     _, source_features = predict(run.model, run.rows(split.source_val))
-    scored = target_labels >= 0
+    scored = dataset.labelled[target_test]
     ablation = (
-        modality_ablation(run.model, run.rows(target_test[scored]), target_labels[scored])
+        modality_ablation(run.model, run.rows(target_test[scored]), target_labels[scored], measure)
         if scored.any()
         else {}
     )
     chosen = result.history[result.best_epoch - 1]
-    oracle = [r["target_accuracy"] for r in result.history if r.get("target_accuracy") is not None]
-    if run.shots is not None and final_accuracy is not None:
-        oracle.append(final_accuracy)
-    chance = chance_level(labels[split.source_train])
-    warnings = run_warnings(result.history, chosen, chance, len(split.source_val))
-    if final_accuracy is None:
-        log("note: no scored target row has a label, so target accuracy is not measured (null)")
+    oracle = [r[f"target_{metric}"] for r in result.history if r.get(f"target_{metric}") is not None]
+    if run.shots is not None and final is not None:
+        oracle.append(final)
+    best_oracle = (min(oracle) if regression else max(oracle)) if oracle else None
+    if regression:
+        val_targets = labels[split.source_val]
+        baseline = float(np.abs(val_targets - labels[split.source_train].mean()).mean())
+        warnings = regression_warnings(result.history, chosen, baseline)
+        measures = {
+            f"target_{k}": v for k, v in regression_metrics(target_probabilities, target_labels).items()
+        }
+        measures |= {"oracle_target_mae": best_oracle, "source_val_mae": chosen["source_val_mae"]}
+    else:
+        chance = chance_level(labels[split.source_train])
+        warnings = run_warnings(result.history, chosen, chance, len(split.source_val))
+        measures = {}
+    if final is None:
+        log(f"note: no scored target row has a label, so target {metric} is not measured (null)")
     elif not scored.all():
-        log(f"note: target accuracy counts the {int(scored.sum())} of {len(scored)} scored rows with a label")
+        log(f"note: target {metric} counts the {int(scored.sum())} of {len(scored)} scored rows with a label")
     per_domain = None
     if len(run.task.target) > 1:
         domain_of_row = dataset.domains[target_test]
         per_domain = {
-            name: accuracy(target_probabilities[domain_of_row == name], target_labels[domain_of_row == name])
+            name: measure(target_probabilities[domain_of_row == name], target_labels[domain_of_row == name])
             for name in run.task.target
         }
     for line in warnings:
@@ -247,9 +297,10 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
         seed=config.seed,
         selection=config.selection,
         n_classes=dataset.n_classes,
-        target_accuracy=final_accuracy,
-        oracle_target_accuracy=max(oracle) if oracle else None,
-        source_val_accuracy=chosen["source_val_accuracy"],
+        objective=dataset.objective,
+        target_accuracy=None if regression else final,
+        oracle_target_accuracy=None if regression else best_oracle,
+        source_val_accuracy=None if regression else chosen["source_val_accuracy"],
         best_epoch=result.best_epoch,
         epochs_run=result.epochs_run,
         train_seconds=round(result.train_seconds, 3),
@@ -265,8 +316,10 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
         device=str(run.device),
         torch=torch.__version__,
         machine=platform.machine(),
-        target_accuracy_per_domain=per_domain,
-        extra={f"target_accuracy_without_{m}": value for m, value in ablation.items()},
+        target_accuracy_per_domain=None if regression else per_domain,
+        extra=measures
+        | ({"target_mae_per_domain": per_domain} if regression and per_domain else {})
+        | {f"target_{metric}_without_{m}": value for m, value in ablation.items()},
     )
 
 
@@ -292,7 +345,7 @@ def run(
         if finished is not None:
             log(f"{out}: this run already finished; not repeating it")
             return RunResult.from_metrics(finished)
-    setup = build(config, model)
+    setup = build(config, model, log)
     claimed = False
     if out is not None:
         existed = (out / "config.yaml").exists()

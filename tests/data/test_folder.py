@@ -68,7 +68,9 @@ def _bad(kind, root):
         bad[2, 0] = 1e300
         return write_folder(root, {"x": bad}, labels, domains), "beyond the float32 range (first at sample 2)"
     if kind == "labels":
-        return write_folder(root, good, labels + 0.5, domains), "labels.npy: labels must be class values"
+        bad = labels + 0.5
+        bad[2] = np.inf
+        return write_folder(root, good, bad, domains), "labels.npy: targets contain inf"
     if kind == "no-labels":
         return write_folder(root, good, np.full(8, -1), domains), "labels.npy: no row has a label"
     if kind == "object-labels":
@@ -140,3 +142,28 @@ def test_generated_arrays_load_cleanly_or_fail_with_data_error(tmp_path_factory,
     else:
         assert np.isfinite(values.astype(np.float32)).all() and len(values) == n_labels > 0
         assert data.modalities["m"].shape == values.shape
+
+
+def test_float_labels_are_regression_targets_unless_classes_are_asked_for(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.normal(size=8)
+    labels[3] = np.nan  # a missing target
+    root = write_folder(
+        tmp_path / "r", {"x": rng.normal(size=(8, 2))}, labels, np.array(["s"] * 4 + ["t"] * 4)
+    )
+    data = load_folder(root)
+    assert data.objective == "regression" and data.n_classes == 1
+    assert data.labelled.tolist() == [True, True, True, False, True, True, True, True]
+    with pytest.raises(DataError, match="labels.npy: labels contain NaN"):
+        load_folder(root, objective="classification")
+    np.save(root / "labels.npy", np.nan_to_num(labels))
+    with pytest.raises(DataError, match="labels.npy: labels must be class values .*--objective regression"):
+        load_folder(root, objective="classification")
+    many = write_folder(
+        tmp_path / "m", {"x": rng.normal(size=(80, 2))}, np.arange(80.0), np.array(["s"] * 80)
+    )
+    assert load_folder(many).objective == "regression"  # 80 distinct integer values: a measurement
+    few = write_folder(
+        tmp_path / "f", {"x": rng.normal(size=(8, 2))}, np.arange(8.0) % 3, np.array(["s"] * 8)
+    )
+    assert load_folder(few).objective == "classification"

@@ -46,6 +46,10 @@ def summarise(rows: list[dict]) -> dict[tuple[str, str, str], dict[str, np.ndarr
         for metric in (
             "target_accuracy",
             "oracle_target_accuracy",
+            "target_mae",
+            "oracle_target_mae",
+            "source_val_mae",
+            "target_r2",
             "source_val_accuracy",
             "proxy_a_distance",
             "train_seconds",
@@ -74,7 +78,7 @@ def gains_with_spread(summary) -> dict[tuple[str, str], dict[str, tuple[float, f
     result: dict = defaultdict(dict)
     for (task, fusion, transfer), metrics in summary.items():
         baseline = summary.get((task, fusion, "source-only"))
-        if baseline is None or transfer == "source-only":
+        if baseline is None or transfer == "source-only" or np.isnan(metrics["target_accuracy"]).all():
             continue
         mean = np.nanmean(metrics["target_accuracy"]) - np.nanmean(baseline["target_accuracy"])
         by_seed = dict(zip(baseline["seed"], baseline["target_accuracy"], strict=True))
@@ -197,6 +201,23 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
             f"{_pm(m['proxy_a_distance'], 1.0, 2)} | {np.nanmean(m['train_seconds']):.0f} | "
             f"{int(np.sum(m['flagged']))} |"
         )
+    regression = [key for key in sorted(summary) if not np.isnan(summary[key]["target_mae"]).all()]
+    if regression:
+        lines += [
+            "",
+            "## Regression runs (errors in the targets' units, mean ± std over seeds)",
+            "",
+            "| task | fusion | transfer | seeds | target MAE | oracle target MAE | source-val MAE "
+            "| target R2 |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for key in regression:
+            m = summary[key]
+            lines.append(
+                f"| {key[0]} | {key[1]} | {key[2]} | {len(m['seed'])} | {_pm(m['target_mae'], 1.0, 2)} | "
+                f"{_pm(m['oracle_target_mae'], 1.0, 2)} | {_pm(m['source_val_mae'], 1.0, 2)} | "
+                f"{_pm(m['target_r2'], 1.0, 3)} |"
+            )
     lines += ["", "## Gain over source-only", ""]
     if gain_table:
         transfers = sorted({t for g in gain_table.values() for t in g})
@@ -247,6 +268,7 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
                 + " |"
             )
         lines += ["", "![ablation](ablation.png)"]
+    lines += robustness_section(out)
     if feature_picture:
         from crossfuse.bench.features_picture import feature_picture as draw
 
@@ -262,3 +284,70 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def robustness_section(out: Path) -> list[str]:
+    """The robustness table and plot, from the ``robustness.json`` of the run folders (``crossfuse bench
+    --robustness``); effective robustness is measured against late-fusion source-only of the same task
+    and seed, MultiBench's reference."""
+    import json
+
+    from crossfuse.evaluation.robustness import effective_robustness
+    from crossfuse.robustness_report import ROBUSTNESS, mean_curve, plot_curves
+
+    found = {}
+    for path in sorted((out / "runs").glob(f"*/{ROBUSTNESS}")):
+        metrics_path = path.parent / "metrics.json"
+        if metrics_path.exists():
+            metrics = json.loads(metrics_path.read_text())
+            key = (metrics["task"], metrics["fusion"], metrics["transfer"], metrics["seed"])
+            found[key] = json.loads(path.read_text())
+    if not found:
+        return []
+    metric = next(iter(found.values()))["metric"]
+    modalities = sorted({m for r in found.values() for m in r["missing"]})
+    groups: dict = defaultdict(list)
+    for (task, fusion, transfer, seed), result in found.items():
+        groups[(task, fusion, transfer)].append((seed, result))
+    lines = [
+        "",
+        f"## Robustness ({metric}; each modality missing, and noise on all modalities)",
+        "",
+        "Relative robustness is the area under the curve of the score against noise strength 0-1 (all "
+        "modalities perturbed); effective robustness is the summed difference from late-fusion "
+        "source-only's curve of the same task and seed moved to the same clean score (MultiBench). Mean "
+        "over seeds.",
+        "",
+        "| task | fusion | transfer | clean | "
+        + " | ".join(f"without {m}" for m in modalities)
+        + " | relative | effective |",
+        "| --- | --- | --- | --- |" + " --- |" * (len(modalities) + 2),
+    ]
+    curves = {}
+    for (task, fusion, transfer), members in sorted(groups.items()):
+        results = [r for _, r in members]
+        effective = [
+            effective_robustness(
+                r["noise"]["all"], found[(task, "late", "source-only", seed)]["noise"]["all"]
+            )
+            for seed, r in members
+            if (task, "late", "source-only", seed) in found and "all" in r["noise"]
+        ]
+        missing = [np.mean([r["missing"].get(m, np.nan) for r in results]) for m in modalities]
+        relative = np.mean([r["relative_robustness"].get("all", np.nan) for r in results])
+        lines.append(
+            f"| {task} | {fusion} | {transfer} | {np.mean([r['clean'] for r in results]):.3f} | "
+            + " | ".join(f"{v:.3f}" for v in missing)
+            + f" | {relative:.3f} | "
+            + (f"{np.mean(effective):+.3f}" if effective else "–")
+            + " |"
+        )
+        if all("all" in r["noise"] for r in results):
+            curves[f"{fusion} / {transfer}"] = mean_curve(results, "all")
+    if curves:
+        strengths = next(iter(found.values()))["strengths"]
+        plot_curves(
+            curves, strengths, metric, out / "robustness.png", "Noise on every modality (mean over seeds)"
+        )
+        lines += ["", "![robustness](robustness.png)"]
+    return lines

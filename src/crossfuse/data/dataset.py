@@ -43,6 +43,9 @@ class MultimodalDataset:
     layouts
         ``name -> 'channels_last'`` for image modalities that were given as ``(N, H, W, C)`` and turned
         into ``(N, C, H, W)``.
+    objective
+        ``'classification'`` (``labels`` are class indices) or ``'regression'`` (``labels`` are float
+        targets, NaN where missing).
     """
 
     name: str
@@ -53,12 +56,22 @@ class MultimodalDataset:
     tasks: dict[str, Task] = field(default_factory=dict)
     class_names: list | None = None
     layouts: dict[str, str] = field(default_factory=dict)
+    objective: str = "classification"
 
     @property
     def n_classes(self) -> int:
+        if self.objective == "regression":
+            return 1
         if self.class_names is not None:
             return len(self.class_names)
         return int(self.labels.max()) + 1
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """``(N,)`` whether each row has a label (class index ``>= 0``; a regression target not NaN)."""
+        if self.objective == "regression":
+            return ~np.isnan(self.labels)
+        return self.labels >= 0
 
     @property
     def classes(self) -> list:
@@ -142,11 +155,11 @@ def split_task(
     if dataset.split is not None:
         split = dataset.split
         labelled = source_rows[np.isin(split[source_rows], ("train", "all"))]
-        labelled = labelled[dataset.labels[labelled] >= 0]
+        labelled = labelled[dataset.labelled[labelled]]
         target_train = target_rows[np.isin(split[target_rows], ("train", "all"))]
         target_test = target_rows[np.isin(split[target_rows], ("test", "all"))]
     else:
-        labelled = source_rows[dataset.labels[source_rows] >= 0]
+        labelled = source_rows[dataset.labelled[source_rows]]
         shuffled = rng.permutation(target_rows)
         n_test = max(1, int(round(target_test_fraction * len(shuffled))))
         target_test, target_train = np.sort(shuffled[:n_test]), np.sort(shuffled[n_test:])

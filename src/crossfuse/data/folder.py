@@ -4,7 +4,8 @@
 
     PATH/modalities/<name>.npy   one array per modality, first axis = samples (any numeric dtype):
                                  (N, d) vectors, (N, T, F) sequences, (N, C, H, W) or (N, H, W, C) images
-    PATH/labels.npy              (N,) class labels: any integers or strings; -1 or "" = no label
+    PATH/labels.npy              (N,) class labels: any integers or strings; -1 or "" = no label;
+                                 or float regression targets (NaN = no target)
     PATH/domains.npy             (N,) domain names (strings) or integers
     PATH/split.npy               optional (N,) 'train' / 'test' / 'all'
 
@@ -22,6 +23,8 @@ from crossfuse.data.dataset import SPLIT_VALUES, MultimodalDataset
 from crossfuse.errors import DataError
 
 MODALITY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+#: Float labels with more distinct values than this are read as regression targets by ``'auto'``.
+MAX_AUTO_CLASSES = 50
 #: At most this many channels are taken for the last axis of a channel-last image.
 MAX_CHANNELS_LAST = 4
 
@@ -127,11 +130,42 @@ def read_modalities(root: str | Path, n: int | None = None) -> tuple[dict[str, n
     return modalities, layouts
 
 
-def read_labels(path: Path, n: int | None = None) -> tuple[np.ndarray, list]:
-    """Class indices ``(N,)`` (``-1`` where a label is missing) and the sorted class values.
+def resolve_objective(labels: np.ndarray, objective: str, path: Path) -> str:
+    """``'classification'`` or ``'regression'``: ``objective`` itself, or for ``'auto'`` regression when
+    the labels are floats with a fractional part, a NaN (a missing target), or more than
+    :data:`MAX_AUTO_CLASSES` distinct values (integer-valued measurements, such as a disease score)."""
+    if objective != "auto":
+        return objective
+    if labels.dtype.kind == "f":
+        finite = labels[np.isfinite(labels)]
+        if np.isnan(labels).any() or not np.all(finite == np.round(finite)):
+            return "regression"
+        if len(np.unique(finite)) > MAX_AUTO_CLASSES:
+            return "regression"
+    return "classification"
 
-    Labels may be any integers (``-1`` = missing) or strings (``""`` = missing); integer-valued floats are
-    integers. Float labels with a fractional part are targets of regression, which classification refuses.
+
+def read_targets(labels: np.ndarray, path: Path) -> np.ndarray:
+    """Regression targets as float64, NaN where missing; infinities and non-numbers refused."""
+    if labels.dtype.kind not in "iufb":
+        raise DataError(f"{path}: regression targets must be numbers, found dtype {labels.dtype}")
+    values = labels.astype(np.float64)
+    if np.isinf(values).any():
+        raise DataError(f"{path}: targets contain inf (use NaN for a missing target)")
+    if np.isnan(values).all():
+        raise DataError(f"{path}: no row has a target (NaN marks a missing one)")
+    return values
+
+
+def read_labels(
+    path: Path, n: int | None = None, objective: str = "auto"
+) -> tuple[np.ndarray, list | None, str]:
+    """The labels, the sorted class values and the objective.
+
+    For classification: class indices ``(N,)`` (``-1`` where a label is missing). Labels may be any
+    integers (``-1`` = missing) or strings (``""`` = missing); integer-valued floats are integers. For
+    regression (``objective='regression'``, or ``'auto'`` with float labels that have a fractional part):
+    float targets, NaN where missing, and no classes.
     """
     labels = load_array(path)
     if labels.ndim != 1:
@@ -140,12 +174,15 @@ def read_labels(path: Path, n: int | None = None) -> tuple[np.ndarray, list]:
         raise DataError(f"{path}: has {len(labels)} labels but the modalities have {n} samples")
     if len(labels) == 0:
         raise DataError(f"{path}: no samples")
+    if resolve_objective(labels, objective, path) == "regression":
+        return read_targets(labels, path), None, "regression"
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)):
             raise DataError(f"{path}: labels contain NaN or inf (use -1 for a missing label)")
         if not np.all(labels == np.round(labels)):
             raise DataError(
-                f"{path}: labels must be class values (integers or strings), found non-integer floats"
+                f"{path}: labels must be class values (integers or strings), found non-integer floats "
+                "(for regression, give --objective regression)"
             )
         labels = labels.astype(np.int64)
     if labels.dtype.kind == "b":
@@ -164,11 +201,11 @@ def read_labels(path: Path, n: int | None = None) -> tuple[np.ndarray, list]:
         raise DataError(f'{path}: no row has a label (-1 and "" mark missing labels)')
     index = np.full(len(values), -1, dtype=np.int64)
     index[present] = np.searchsorted(np.array(classes), values[present])
-    return index, classes
+    return index, classes, "classification"
 
 
-def load_folder(path: str | Path) -> MultimodalDataset:
-    """Read and validate a bring-your-own-data folder.
+def load_folder(path: str | Path, objective: str = "auto") -> MultimodalDataset:
+    """Read and validate a bring-your-own-data folder (``objective``: see :func:`read_labels`).
 
     Raises
     ------
@@ -181,7 +218,7 @@ def load_folder(path: str | Path) -> MultimodalDataset:
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (give a dataset name such as av-digits, or a data folder)")
     labels_path, domains_path, split_path = root / "labels.npy", root / "domains.npy", root / "split.npy"
-    labels, classes = read_labels(labels_path)
+    labels, classes, chosen = read_labels(labels_path, objective=objective)
     n = len(labels)
     modalities, layouts = read_modalities(root, n)
     domains_raw = load_array(domains_path)
@@ -202,5 +239,13 @@ def load_folder(path: str | Path) -> MultimodalDataset:
         if unknown:
             raise DataError(f"{split_path}: unknown split values {unknown} (use 'train', 'test', 'all')")
     return MultimodalDataset(
-        root.name, modalities, labels, domains, split, tasks={}, class_names=classes, layouts=layouts
+        root.name,
+        modalities,
+        labels,
+        domains,
+        split,
+        tasks={},
+        class_names=classes,
+        layouts=layouts,
+        objective=chosen,
     )

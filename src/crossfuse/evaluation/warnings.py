@@ -21,7 +21,6 @@ def run_warnings(history: list[dict], chosen: dict, chance: float, n_validation:
     or within two standard errors of chance, which a small validation set cannot tell apart from it.
     """
     warnings = []
-    losses = [r["train_loss"] for r in history]
     accuracy_now = chosen["source_val_accuracy"]
     error = math.sqrt(chance * (1 - chance) / max(n_validation, 1))
     if accuracy_now <= chance + max(0.1 * (1 - chance), 2 * error):
@@ -29,6 +28,13 @@ def run_warnings(history: list[dict], chosen: dict, chance: float, n_validation:
             f"source-validation accuracy {accuracy_now:.3f} is near chance ({chance:.3f}, the most frequent "
             "class): the model did not learn the source task; do not trust its target accuracy"
         )
+    return warnings + loss_warnings(history)
+
+
+def loss_warnings(history: list[dict]) -> list[str]:
+    """A training loss that exploded (ten times its first epoch's) or never fell below it."""
+    warnings = []
+    losses = [r["train_loss"] for r in history]
     if len(losses) > 1 and max(losses[1:]) > 10 * losses[0]:
         warnings.append(
             f"the training loss exploded (epoch 1: {losses[0]:.3g}, largest: {max(losses):.3g}); "
@@ -39,3 +45,16 @@ def run_warnings(history: list[dict], chosen: dict, chance: float, n_validation:
             f"the training loss did not fall ({losses[0]:.3g} in epoch 1, {losses[-1]:.3g} at the end)"
         )
     return warnings
+
+
+def regression_warnings(history: list[dict], chosen: dict, baseline_mae: float) -> list[str]:
+    """A regression's flags: a source-validation error no better than predicting the source mean (within
+    5% of that baseline's error), or a training loss that exploded or never fell."""
+    warnings = []
+    error = chosen["source_val_mae"]
+    if error >= 0.95 * baseline_mae:
+        warnings.append(
+            f"source-validation MAE {error:.4g} is no better than predicting the source mean "
+            f"({baseline_mae:.4g}): the model did not learn the source task; do not trust its target error"
+        )
+    return warnings + loss_warnings(history)

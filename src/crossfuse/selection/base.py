@@ -12,20 +12,32 @@ import numpy as np
 class Evidence:
     """What one epoch's model gives a criterion: predictions on the labelled source-validation rows, on
     the unlabelled target rows (when the criterion ``needs_target``), and the validation rows'
-    importance weights ``p_t / p_s`` (when it ``needs_weights``). Never a target label."""
+    importance weights ``p_t / p_s`` (when it ``needs_weights``). Never a target label.
+
+    ``val_probabilities`` are class probabilities ``(N, C)``, or predicted values ``(N, 1)`` when
+    ``kind`` is ``'regression'``.
+    """
 
     val_probabilities: np.ndarray
     val_labels: np.ndarray
     target_probabilities: np.ndarray | None = None
     val_weights: np.ndarray | None = None
+    kind: str = "classification"
 
     @property
     def val_correct(self) -> np.ndarray:
         return (self.val_probabilities.argmax(1) == self.val_labels).astype(np.float64)
 
     @property
+    def val_errors(self) -> np.ndarray:
+        """Per-row absolute error of a regression's predictions."""
+        return np.abs(self.val_probabilities[:, 0] - self.val_labels)
+
+    @property
     def val_losses(self) -> np.ndarray:
-        """Per-row cross-entropy on the validation rows."""
+        """Per-row loss on the validation rows: cross-entropy, or squared error for regression."""
+        if self.kind == "regression":
+            return self.val_errors**2
         rows = np.arange(len(self.val_labels))
         return -np.log(np.clip(self.val_probabilities[rows, self.val_labels], 1e-12, 1))
 
@@ -40,6 +52,10 @@ class SelectionCriterion:
 
     needs_target = False
     needs_weights = False
+    #: Criteria that read class probabilities cannot score a regression.
+    classification_only = False
+    #: The model's objective (``'classification'`` or ``'regression'``), set before training.
+    objective = "classification"
 
     def fit(
         self,

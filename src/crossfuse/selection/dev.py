@@ -20,8 +20,9 @@ def dev_risk(losses: np.ndarray, weights: np.ndarray) -> float:
 @SELECTION_CRITERIA.register("dev")
 class DeepEmbeddedValidation(ImportanceWeightedCriterion):
     """Minus the control-variate estimate of the target risk, :func:`dev_risk` of the validation rows'
-    cross-entropy ``l_i`` and weights ``w_i``. The weights are estimated on the inputs, once per run,
-    rather than on each candidate's features as the paper does: cheaper, and the same for every epoch."""
+    loss ``l_i`` (cross-entropy; squared error for regression) and weights ``w_i``. The weights are
+    estimated on the inputs, once per run, rather than on each candidate's features as the paper does:
+    cheaper, and the same for every epoch."""
 
     def score(self, evidence: Evidence) -> float:
         return -dev_risk(evidence.val_losses, evidence.val_weights)

@@ -21,6 +21,7 @@ class TargetEntropy(SelectionCriterion):
     predictions score higher."""
 
     needs_target = True
+    classification_only = True
 
     def score(self, evidence: Evidence) -> float:
         return -mean_entropy(evidence.target_probabilities)

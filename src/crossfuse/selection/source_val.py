@@ -19,13 +19,18 @@ class SourceValidation(SelectionCriterion):
     estimate ``p~ = (k + 2) / (n + 4)`` keeps the error above zero at 100% accuracy:
     ``SE = sqrt(p~ (1 - p~) / (n + 4))``. Without it, one lucky validation sample decides the epoch
     (the README's *Model selection* measures how much that moved results).
+
+    For regression the score is minus the mean absolute error on those rows, and the best epoch is kept
+    (exact ties go to the later one).
     """
 
     def score(self, evidence: Evidence) -> float:
+        if evidence.kind == "regression":
+            return -float(evidence.val_errors.mean())
         return float(evidence.val_correct.mean())
 
     def tolerance(self, best: float, n_validation: int) -> float:
-        if n_validation <= 0:
+        if n_validation <= 0 or self.objective == "regression":
             return 0.0
         p = (best * n_validation + 2) / (n_validation + 4)
         return math.sqrt(p * (1 - p) / (n_validation + 4))

@@ -76,7 +76,8 @@ def device_of(module: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def predict(model: MultimodalModel, inputs: Arrays, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities ``(N, C)`` and fused features ``(N, d)`` in evaluation mode."""
+    """Predictions (class probabilities ``(N, C)``, or values ``(N, 1)`` for regression) and fused
+    features ``(N, d)``, in evaluation mode."""
     was_training = model.training
     model.eval()
     n = len(next(iter(inputs.values())))
@@ -85,7 +86,7 @@ def predict(model: MultimodalModel, inputs: Arrays, batch_size: int = 512) -> tu
     for start in range(0, n, batch_size):
         batch = to_tensors(inputs, np.arange(start, min(n, start + batch_size)), device)
         fused = model.fuse(model.encode(batch))
-        probabilities.append(torch.softmax(model.head(fused), dim=-1).cpu().numpy())
+        probabilities.append(model.objective.predictions(model.head(fused)).cpu().numpy())
         features.append(fused.cpu().numpy())
     model.train(was_training)
     return np.concatenate(probabilities), np.concatenate(features)
@@ -98,6 +99,25 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
     if not known.any():
         return None
     return float((probabilities[known].argmax(1) == labels[known]).mean())
+
+
+def mean_absolute_error(predicted: np.ndarray, targets: np.ndarray) -> float | None:
+    """Mean absolute error of regression predictions ``(N, 1)`` over the rows with a target (not NaN)."""
+    known = ~np.isnan(targets)
+    if not known.any():
+        return None
+    return float(np.abs(predicted[known, 0] - targets[known]).mean())
+
+
+def has_labels(labels: np.ndarray) -> bool:
+    """Whether any row has a label (class index ``>= 0``, or a target that is not NaN)."""
+    if labels.dtype.kind == "f":
+        return bool((~np.isnan(labels)).any())
+    return bool((labels >= 0).any())
+
+
+def model_kind(model: nn.Module) -> str:
+    return model.objective.kind
 
 
 class TrainingDiverged(CrossfuseError):
@@ -182,8 +202,10 @@ class Trainer:
         self.model, self.method, self.settings, self.seed = model, method, settings, seed
         self.source, self.source_val, self.target, self.target_test = source, source_val, target, target_test
         self.log, self.on_step = log, on_step
+        self.regression = model.objective.kind == "regression"
         if criterion is None:
             criterion = SELECTION_CRITERIA.get_or_refuse(settings.selection, "selection")()
+            criterion.objective = model.objective.kind
             criterion.fit(source[0], target, source_val[0], seed)
         self.criterion = criterion
         distributed = dist.is_available() and dist.is_initialized()
@@ -272,23 +294,25 @@ class Trainer:
         val_probabilities, _ = predict(self.model, self.source_val[0])
         target_probabilities = predict(self.model, self.target)[0] if self.criterion.needs_target else None
         return Evidence(
-            val_probabilities, self.source_val[1], target_probabilities, self.criterion.validation_weights()
+            val_probabilities,
+            self.source_val[1],
+            target_probabilities,
+            self.criterion.validation_weights(),
+            model_kind(self.model),
         )
 
     def end_epoch(self, epoch: int) -> bool:
         """Score and record ``epoch``; keep its weights if it is the one to keep; whether to stop."""
         evidence = self.evidence()
         score = self.criterion.score(evidence)
-        record = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(self.state.losses)),
-            "source_val_accuracy": float(evidence.val_correct.mean()),
-            self.settings.selection: score,
-        }
-        if self.target_test is not None and (self.target_test[1] >= 0).any():
-            record["target_accuracy"] = accuracy(
-                predict(self.model, self.target_test[0])[0], self.target_test[1]
-            )
+        metric, measure = ("mae", mean_absolute_error) if self.regression else ("accuracy", accuracy)
+        short = "mae" if self.regression else "acc"
+        record = {"epoch": epoch, "train_loss": float(np.mean(self.state.losses))}
+        record[f"source_val_{metric}"] = measure(evidence.val_probabilities, evidence.val_labels)
+        record[self.settings.selection] = score
+        if self.target_test is not None and has_labels(self.target_test[1]):
+            target_outputs = predict(self.model, self.target_test[0])[0]
+            record[f"target_{metric}"] = measure(target_outputs, self.target_test[1])
         self.state.history.append(record)
         n_validation = len(self.source_val[1])
         improved, kept = self.state.best.update(
@@ -298,8 +322,8 @@ class Trainer:
             self.best_weights = copy.deepcopy(self.model.state_dict())
         self.log(
             f"epoch {epoch:3d}  loss {record['train_loss']:.4f}"
-            + f"  source-val acc {record['source_val_accuracy']:.4f}"
-            + (f"  target acc {record['target_accuracy']:.4f}" if "target_accuracy" in record else "")
+            + f"  source-val {short} {record[f'source_val_{metric}']:.4f}"
+            + (f"  target {short} {record[f'target_{metric}']:.4f}" if f"target_{metric}" in record else "")
             + ("  *" if improved else "")
         )
         return self.early_stopping and self.state.best.stale >= self.settings.patience

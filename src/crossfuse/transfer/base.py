@@ -8,7 +8,8 @@ A method's lifecycle, each hook a no-op unless overridden, run in this order by
 2. :meth:`TransferMethod.setup` builds parameters that depend on the model's feature sizes (DANN's
    domain classifiers);
 3. every step, :meth:`TransferMethod.training_loss`: by default
-   ``L = sum_i w_i CE(f(x_i^s), y_i^s) / sum_i w_i + weight * alignment_loss(outputs, progress)``, so a
+   ``L = sum_i w_i l(f(x_i^s), y_i^s) / sum_i w_i + weight * alignment_loss(outputs, progress)``, with
+   ``l`` the model objective's loss (cross-entropy, or squared error for regression), so a
    method usually overrides only :meth:`TransferMethod.alignment_loss` (CORAL, MMD, DANN) or
    :meth:`TransferMethod.source_weights` (importance weighting);
 4. :meth:`TransferMethod.after_training` gets the model of the kept epoch and, for a method that declares
@@ -26,12 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from crossfuse.errors import ConfigError
 from crossfuse.model import MultimodalModel
-from crossfuse.parallel import current_shard, global_sum
 from crossfuse.registry import TRANSFERS
 
 ALIGN_CHOICES = ("fused", "modalities", "both")
@@ -97,6 +96,9 @@ class TransferMethod(nn.Module):
 
     uses_target = True
     needs_target_shots = False
+    #: Whether the method's maths holds for a regression objective (and, if not, why).
+    supports_regression = True
+    regression_refusal = ""
 
     def __init__(self, align: str = "fused", weight: float = 1.0) -> None:
         super().__init__()
@@ -139,23 +141,10 @@ class TransferMethod(nn.Module):
     ) -> torch.Tensor:
         if not self.uses_target:
             logits = model(source)
-            return weighted_cross_entropy(logits, labels, self.source_weights(source))
+            return model.objective.loss(logits, labels, self.source_weights(source))
         outputs = run_model(model, source, target)
-        loss = weighted_cross_entropy(outputs.source_logits, labels, self.source_weights(source))
+        loss = model.objective.loss(outputs.source_logits, labels, self.source_weights(source))
         return loss + self.weight * self.alignment_loss(outputs, progress)
-
-
-def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None):
-    """``sum_i w_i CE_i / sum_i w_i`` (plain mean when ``weights`` is ``None``).
-
-    Over a batch split across ``w`` processes each returns ``w sum_{i in shard} w_i CE_i / sum_i w_i``
-    (the denominator over the global batch), whose average over processes is the global loss.
-    """
-    if weights is None:
-        return F.cross_entropy(logits, labels)
-    losses = F.cross_entropy(logits, labels, reduction="none")
-    world = current_shard()[1]
-    return (weights * losses).sum() * world / global_sum(weights).clamp_min(1e-12)
 
 
 @TRANSFERS.register("source-only")

@@ -4,7 +4,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from crossfuse.model import MultimodalModel
 from crossfuse.registry import TRANSFERS
@@ -65,8 +64,8 @@ class FineTune(TransferMethod):
         n_shots = len(shot_labels)
         for _ in range(self.steps):
             rows = torch.randint(len(source_labels), (n_shots,), generator=generator).to(device)
-            loss = F.cross_entropy(model(shot_inputs), shot_labels)
-            loss = loss + F.cross_entropy(
+            loss = model.objective.loss(model(shot_inputs), shot_labels)
+            loss = loss + model.objective.loss(
                 model({m: x[rows] for m, x in source_inputs.items()}), source_labels[rows]
             )
             optimizer.zero_grad(set_to_none=True)

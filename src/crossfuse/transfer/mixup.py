@@ -40,7 +40,8 @@ class DomainMixup(TransferMethod):
     ``x~ = lambda x_s + (1 - lambda) x_t``, ``y~ = lambda y_s``, ``lambda ~ Beta(alpha, alpha)`` drawn per
     pair, in every modality with the same ``lambda``. The loss is
 
-    ``L = CE(f(x_s), y_s) + weight * mean_i CE_soft(f(x~_i), y~_i)``.
+    ``L = CE(f(x_s), y_s) + weight * mean_i CE_soft(f(x~_i), y~_i)``. For regression the labels mix as
+    values (:meth:`regression_loss`) and the losses are the objective's.
 
     The target's label is unknown, so how ``y~`` is completed matters (``target_labels``):
 
@@ -122,7 +123,21 @@ class DomainMixup(TransferMethod):
             mixed = {m: torch.cat([f, mix(f[:n], f[n:], lam)]) for m, f in features.items()}
             logits = model.head(model.fuse(mixed))
             source_logits, target_logits, mixed_logits = logits[:n], logits[n : 2 * n], logits[2 * n :]
+        ramp = dann_lambda(progress) if self.warmup else 1.0
+        if model.objective.kind == "regression":
+            return self.regression_loss(model, source_logits, target_logits, mixed_logits, labels, lam, ramp)
         soft = mixed_targets(labels, target_logits.detach(), lam, self.target_labels, mixed_logits.shape[1])
         mixed_loss = -(soft * F.log_softmax(mixed_logits, dim=-1)).sum(-1).mean()
-        ramp = dann_lambda(progress) if self.warmup else 1.0
         return F.cross_entropy(source_logits, labels) + self.weight * ramp * mixed_loss
+
+    def regression_loss(self, model, source_out, target_out, mixed_out, labels, lam, ramp) -> torch.Tensor:
+        """Regression's mixed target, in the objective's standardised units:
+        ``z~ = lambda z_s + (1 - lambda) z^_t``, ``z^_t`` the model's detached prediction on the target
+        sample (``target_labels`` ``'hard'`` or ``'pseudo'``) or 0, the source mean (``'none'``)."""
+        objective = model.objective
+        mixed_target = lam * objective.standardise(labels.to(mixed_out.dtype))
+        if self.target_labels != "none":
+            mixed_target = mixed_target + (1 - lam) * target_out[:, 0].detach()
+        difference = mixed_out[:, 0] - mixed_target
+        mixed_loss = (difference.pow(2) if objective.loss_kind == "mse" else difference.abs()).mean()
+        return objective.loss(source_out, labels) + self.weight * ramp * mixed_loss

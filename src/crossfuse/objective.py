@@ -1,0 +1,113 @@
+"""What a model is trained to predict: classes (cross-entropy) or a real value (regression).
+
+The objective is a submodule of :class:`~crossfuse.model.MultimodalModel`; transfer methods take their
+supervised loss from it (``model.objective.loss``), and evaluation turns the head's outputs into
+predictions with it (``model.objective.predictions``). Regression's target scaling lives in its buffers,
+so a saved model predicts in the user's units.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crossfuse.errors import ConfigError
+from crossfuse.parallel import current_shard, global_sum
+
+OBJECTIVES = ("auto", "classification", "regression")
+REGRESSION_LOSSES = ("mse", "l1")
+
+
+def weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """``sum_i w_i l_i / sum_i w_i`` (plain mean when ``weights`` is ``None``).
+
+    Over a batch split across ``w`` processes each returns ``w sum_{i in shard} w_i l_i / sum_i w_i``
+    (the denominator over the global batch), whose average over processes is the global loss.
+    """
+    if weights is None:
+        return losses.mean()
+    world = current_shard()[1]
+    return (weights * losses).sum() * world / global_sum(weights).clamp_min(1e-12)
+
+
+class Classification(nn.Module):
+    """Class logits, cross-entropy loss, softmax probabilities."""
+
+    kind = "classification"
+
+    def output_dim(self, n_classes: int) -> int:
+        return n_classes
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None):
+        """``sum_i w_i CE(outputs_i, y_i) / sum_i w_i``."""
+        if weights is None:
+            return F.cross_entropy(outputs, targets)
+        return weighted_mean(F.cross_entropy(outputs, targets, reduction="none"), weights)
+
+    def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(batch, n_classes)``."""
+        return torch.softmax(outputs, dim=-1)
+
+
+class Regression(nn.Module):
+    """One real output per sample, trained on standardised targets.
+
+    The head predicts ``z``; the loss compares it with ``(y - mean) / std`` (``mean``, ``std`` of the
+    source training targets, :meth:`fit`), squared (``'mse'``, the default) or absolute (``'l1'``), so
+    the learning rate means the same whatever the targets' units; :meth:`predictions` gives
+    ``z std + mean`` in those units.
+    """
+
+    kind = "regression"
+
+    def __init__(self, loss: str = "mse") -> None:
+        super().__init__()
+        if loss not in REGRESSION_LOSSES:
+            raise ConfigError(f"regression loss {loss!r}: choose from {', '.join(REGRESSION_LOSSES)}")
+        self.loss_kind = loss
+        self.register_buffer("mean", torch.zeros(()))
+        self.register_buffer("std", torch.ones(()))
+
+    def output_dim(self, n_classes: int) -> int:
+        return 1
+
+    def fit(self, targets: np.ndarray) -> Regression:
+        """Set the target scaling from the source training targets."""
+        values = np.asarray(targets, dtype=np.float64)
+        std = float(values.std())
+        self.mean.fill_(float(values.mean()))
+        self.std.fill_(std if std > 0 else 1.0)
+        return self
+
+    def standardise(self, targets: torch.Tensor) -> torch.Tensor:
+        return (targets - self.mean) / self.std
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None):
+        """``sum_i w_i d(z_i, (y_i - mean) / std) / sum_i w_i``, ``d`` squared or absolute difference."""
+        difference = outputs[:, 0] - self.standardise(targets.to(outputs.dtype))
+        losses = difference.pow(2) if self.loss_kind == "mse" else difference.abs()
+        return weighted_mean(losses, weights)
+
+    def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Predicted values ``(batch, 1)`` in the targets' units."""
+        return outputs[:, :1] * self.std + self.mean
+
+
+def regression_metrics(predicted: np.ndarray, targets: np.ndarray) -> dict[str, float | None]:
+    """MAE, RMSE, Pearson correlation and R^2 of ``predicted`` against ``targets`` (rows with a target);
+    ``None`` each when no row has one."""
+    known = ~np.isnan(targets)
+    if not known.any():
+        return {"mae": None, "rmse": None, "corr": None, "r2": None}
+    p, y = np.asarray(predicted, dtype=np.float64).reshape(-1)[known], targets[known].astype(np.float64)
+    error = p - y
+    spread = ((y - y.mean()) ** 2).sum()
+    corr = float(np.corrcoef(p, y)[0, 1]) if len(y) > 1 and p.std() > 0 and y.std() > 0 else None
+    return {
+        "mae": float(np.abs(error).mean()),
+        "rmse": float(np.sqrt((error**2).mean())),
+        "corr": corr,
+        "r2": float(1 - (error**2).sum() / spread) if spread > 0 else None,
+    }
