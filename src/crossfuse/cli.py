@@ -97,6 +97,9 @@ def run(
     task: Annotated[str, typer.Option(help="A named task of the dataset (default: default).")] = None,
     source: Annotated[str, typer.Option(help="Comma-separated source domains.")] = None,
     target: Annotated[str, typer.Option(help="Comma-separated target domains.")] = None,
+    modalities: Annotated[
+        str, typer.Option(help="Comma-separated modalities to use (default: every one of the data set).")
+    ] = None,
     fusion: Annotated[str, typer.Option(help=f"One of {_names(FUSIONS)}." + _default("fusion"))] = None,
     transfer: Annotated[str, typer.Option(help=f"One of {_names(TRANSFERS)}." + _default("transfer"))] = None,
     seed: Annotated[int, typer.Option(help="Seeds every random source." + _default("seed"))] = None,
@@ -173,6 +176,7 @@ def run(
         task=task,
         source=_split(source),
         target=_split(target),
+        modalities=_split(modalities),
         fusion=fusion,
         transfer=transfer,
         seed=seed,

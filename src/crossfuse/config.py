@@ -20,6 +20,7 @@ class RunConfig(BaseModel):
     task: str | None = None
     source: list[str] | None = None
     target: list[str] | None = None
+    modalities: list[str] | None = None
     fusion: str = "late"
     transfer: str = "source-only"
     seed: int = 0

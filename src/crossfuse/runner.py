@@ -88,8 +88,15 @@ def choose_shots(rows: np.ndarray, labels: np.ndarray, per_class: int, seed: int
 
 
 def prepare_task(config: RunConfig) -> tuple[MultimodalDataset, Task, TaskSplit]:
-    """The dataset of ``config``, its task and the seeded split of its rows."""
+    """The dataset of ``config`` (only its chosen ``modalities``, when given), its task and the seeded
+    split of its rows."""
     dataset = load_dataset(config)
+    if config.modalities:
+        unknown = sorted(set(config.modalities) - set(dataset.modalities))
+        if unknown:
+            known = ", ".join(sorted(dataset.modalities))
+            raise ConfigError(f"modality {unknown[0]!r}: not in dataset {dataset.name!r} ({known})")
+        dataset.modalities = {m: dataset.modalities[m] for m in config.modalities}
     task = dataset.resolve_task(config.task, config.source, config.target)
     return dataset, task, split_task(dataset, task, config.seed)
 
