@@ -202,9 +202,9 @@ def test_noise_at_strength_zero_is_exactly_the_clean_score_and_figures_by_hand()
     trapezoids = [(a + b) * 0.05 for a, b in zip(curve[:-1], curve[1:], strict=True)]
     assert relative_robustness(curve) == pytest.approx(sum(trapezoids))
     reference = [0.9, 0.7, 0.5, 0.4, 0.3, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1]
-    assert effective_robustness(curve, reference) == pytest.approx(
-        sum(f - (r + 0.1) for f, r in zip(curve, reference, strict=True))
-    )
+    by_hand = sum(f - (r + 0.1) for f, r in zip(curve, reference, strict=True))
+    assert effective_robustness(curve, reference) == pytest.approx(by_hand)
+    assert effective_robustness(curve, reference, lower_is_better=True) == pytest.approx(-by_hand)
 
 
 def test_time_masking_masks_the_share_of_frames_and_noise_scales_with_strength():
@@ -235,3 +235,42 @@ def test_robustness_command_writes_curves_and_a_table(tmp_path, monkeypatch, cap
     assert result["metric"] == "target accuracy" and len(result["noise"]["all"]) == 11
     assert "| all |" in out and (tmp_path / "other" / "robustness.png").exists()
     assert out.count("without ") == 2
+
+
+@pytest.mark.parametrize("fusion", ["early", "late", "hierarchical", "tfn", "lmf", "nuclear"])
+def test_every_fusion_regresses_and_every_parameter_gets_a_gradient(fusion):
+    torch.manual_seed(0)
+    model = build_model(SHAPES, 3, fusion, hidden_dim=8, objective="regression")
+    model.objective.fit(np.array([1.0, 2.0, 4.0]))
+    outputs = model(inputs())
+    assert outputs.shape == (6, 1)
+    loss = model.objective.loss(outputs, torch.arange(6.0)) + model.penalty()
+    loss.backward()
+    for key, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, key
+
+
+def test_bench_reports_regression_errors_and_robustness(tmp_path, monkeypatch, capsys):
+    folder = regression_folder(tmp_path / "f")
+    args = ["bench", "--data", folder, "--source", "a", "--target", "b", "--fusions", "late,lmf"]
+    args += [
+        "--transfers",
+        "source-only,coral",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--jobs",
+        "1",
+        "--robustness",
+    ]
+    code, _, err = cli(monkeypatch, capsys, *args, "--out", tmp_path / "bench")
+    assert code == 0, err
+    report = (tmp_path / "bench" / "report.md").read_text()
+    assert "## Regression runs" in report and "| a-to-b | lmf | coral | 1 |" in report
+    assert "## Robustness (target MAE" in report and (tmp_path / "bench" / "robustness.png").exists()
+    table = report.split("## Robustness")[1]
+    reference_row = next(
+        line for line in table.splitlines() if line.startswith("| a-to-b | late | source-only |")
+    )
+    assert reference_row.endswith("0.000 |")  # late source-only against itself

@@ -81,7 +81,8 @@ def describe(result: dict, reference: dict | None = None) -> list[str]:
     for target, curve in result["noise"].items():
         effective = "–"
         if reference is not None and target in reference["noise"]:
-            effective = f"{effective_robustness(curve, reference['noise'][target]):+.3f}"
+            lower = "MAE" in result["metric"]
+            effective = f"{effective_robustness(curve, reference['noise'][target], lower):+.3f}"
         cells = " | ".join(f"{v:.3f}" for v in curve)
         lines.append(f"| {target} | {cells} | {result['relative_robustness'][target]:.3f} | {effective} |")
     return lines

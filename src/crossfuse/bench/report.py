@@ -305,6 +305,7 @@ def robustness_section(out: Path) -> list[str]:
     if not found:
         return []
     metric = next(iter(found.values()))["metric"]
+    lower_is_better = "MAE" in metric
     modalities = sorted({m for r in found.values() for m in r["missing"]})
     groups: dict = defaultdict(list)
     for (task, fusion, transfer, seed), result in found.items():
@@ -315,8 +316,9 @@ def robustness_section(out: Path) -> list[str]:
         "",
         "Relative robustness is the area under the curve of the score against noise strength 0-1 (all "
         "modalities perturbed); effective robustness is the summed difference from late-fusion "
-        "source-only's curve of the same task and seed moved to the same clean score (MultiBench). Mean "
-        "over seeds.",
+        "source-only's curve of the same task and seed moved to the same clean score (MultiBench; positive "
+        "is more robust). Mean over seeds."
+        + (" For an error (MAE) lower scores are better." if lower_is_better else ""),
         "",
         "| task | fusion | transfer | clean | "
         + " | ".join(f"without {m}" for m in modalities)

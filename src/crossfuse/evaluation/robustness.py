@@ -100,8 +100,10 @@ def relative_robustness(curve: list[float]) -> float:
     return float(((values[1:] + values[:-1]) * 0.1 / 2).sum())
 
 
-def effective_robustness(curve: list[float], reference: list[float]) -> float:
+def effective_robustness(curve: list[float], reference: list[float], lower_is_better: bool = False) -> float:
     """MultiBench's effective robustness: ``sum_k f_k - (r_k + f_0 - r_0)``, how much better the curve
-    holds up than the ``reference`` curve moved to the same clean performance."""
+    holds up than the ``reference`` curve moved to the same clean performance; for an error curve
+    (``lower_is_better``) the sign is turned, so positive always means more robust."""
     f, r = np.asarray(curve, dtype=np.float64), np.asarray(reference, dtype=np.float64)
-    return float((f - (r + f[0] - r[0])).sum())
+    value = float((f - (r + f[0] - r[0])).sum())
+    return -value if lower_is_better else value
