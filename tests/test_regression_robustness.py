@@ -274,3 +274,22 @@ def test_bench_reports_regression_errors_and_robustness(tmp_path, monkeypatch, c
         line for line in table.splitlines() if line.startswith("| a-to-b | late | source-only |")
     )
     assert reference_row.endswith("0.000 |")  # late source-only against itself
+
+
+def test_single_modality_loss_by_hand_and_it_trains_each_path():
+    from crossfuse.train.loop import single_modality_loss
+
+    torch.manual_seed(0)
+    model = build_model(SHAPES, 3, "late", hidden_dim=8, modality_dropout=0.5, dropout=0.0).eval()
+    batch, labels = inputs(8), torch.arange(8) % 3
+    with torch.no_grad():
+        model.placeholders["seq"].normal_()
+        model.placeholders["vec"].normal_()
+        features = model.encode(batch)
+        by_hand = []
+        for kept in ("seq", "vec"):
+            other = "vec" if kept == "seq" else "seq"
+            alone = {kept: features[kept], other: model.placeholders[other].expand(8, -1)}
+            by_hand.append(torch.nn.functional.cross_entropy(model.head(model.fuse(alone)), labels))
+        expected = torch.stack(by_hand).mean()
+        assert float(single_modality_loss(model, batch, labels)) == pytest.approx(float(expected), rel=1e-6)
