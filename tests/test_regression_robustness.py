@@ -293,3 +293,10 @@ def test_single_modality_loss_by_hand_and_it_trains_each_path():
             by_hand.append(torch.nn.functional.cross_entropy(model.head(model.fuse(alone)), labels))
         expected = torch.stack(by_hand).mean()
         assert float(single_modality_loss(model, batch, labels)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_a_method_without_regression_maths_is_refused_in_one_line(tmp_path):
+    folder = regression_folder(tmp_path / "f")
+    config = load_config(None, dict(data=str(folder), source=["a"], target=["b"], epochs=1, transfer="mcc"))
+    with pytest.raises(CrossfuseError, match="--transfer mcc: minimum class confusion works on class"):
+        run_experiment(config, None, log=quiet)

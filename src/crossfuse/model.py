@@ -92,6 +92,21 @@ class MultimodalModel(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.encoders)
 
+    @property
+    def n_outputs(self) -> int:
+        """The head's output size (the number of classes; 1 for a regression), measured on one zero
+        fused vector in evaluation mode (no random draw)."""
+        size = getattr(self.fusion, "output_dim", None)
+        if not isinstance(size, int):
+            raise ConfigError("the fusion module does not say its output size (an output_dim attribute)")
+        was_training = self.head.training
+        self.head.eval()
+        with torch.no_grad():
+            reference = next(self.parameters())
+            out = self.head(torch.zeros(1, size, device=reference.device, dtype=reference.dtype))
+        self.head.train(was_training)
+        return int(out.shape[1])
+
     def encode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-modality features ``{m: (batch, d_m)}``; a modality missing from ``inputs`` gets its
         placeholder (models trained with modality dropout), and in training each sample loses each

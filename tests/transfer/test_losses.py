@@ -127,3 +127,54 @@ def test_aligned_pairs_pick_the_spaces():
     assert list(outputs.aligned_pairs("fused")) == ["fused"]
     assert list(outputs.aligned_pairs("modalities")) == ["a", "b"]
     assert list(outputs.aligned_pairs("both")) == ["a", "b", "fused"]
+
+
+def test_minimum_class_confusion_by_hand():
+    from crossfuse.transfer.mcc import class_confusion_loss
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 3.0, 0.0], [0.0, 0.0, 2.5]])
+    T, B, C = 2.5, 4, 3
+    y = [[math.exp(v / T) for v in row] for row in logits.tolist()]
+    y = [[v / sum(row) for v in row] for row in y]
+    h = [-sum(p * math.log(p) for p in row) for row in y]
+    w = [1 + math.exp(-e) for e in h]
+    w = [B * v / sum(w) for v in w]
+    conf = [[sum(w[i] * y[i][j] * y[i][k] for i in range(B)) for k in range(C)] for j in range(C)]
+    col = [sum(conf[j][k] for j in range(C)) for k in range(C)]
+    norm = [[conf[j][k] / col[k] for k in range(C)] for j in range(C)]
+    expected = sum(norm[j][k] for j in range(C) for k in range(C) if j != k) / C
+    assert float(class_confusion_loss(logits, T)) == pytest.approx(expected, rel=1e-5)
+    confident = torch.eye(3) * 20  # every class predicted once, with certainty: no confusion
+    assert float(class_confusion_loss(confident, 1.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mimicry_heads_and_loss_by_hand():
+    from crossfuse.transfer.mimicry import CrossModalMimicry
+
+    torch.manual_seed(0)
+    model = build_model({"a": (4,), "b": (3,)}, 3, "late", hidden_dim=6, dropout=0.0)
+    method = CrossModalMimicry(source_weight=1.0, target_weight=0.5)
+    method.setup(model, {"a": 6, "b": 6, "fused": 6})
+    assert set(method.heads) == {"a", "b"} and method.heads["a"].out_features == 3
+    features = {"a": torch.randn(5, 6), "b": torch.randn(5, 6)}
+    p = {m: torch.softmax(method.heads[m](f), 1) for m, f in features.items()}
+    q = {m: torch.softmax(method.mimics[m](f), 1) for m, f in features.items()}
+    by_hand = sum(
+        (p[other] * (p[other].log() - q[m].log())).sum(1).mean() for m, other in (("a", "b"), ("b", "a"))
+    )
+    torch.testing.assert_close(method.cross_modal(features), by_hand)
+    # the teacher is detached: the mimic loss moves the mimic heads and encoders, never the other main head
+    method.cross_modal(features).backward()
+    assert method.heads["a"].weight.grad is None and method.mimics["a"].weight.grad is not None
+
+
+def test_mimicry_refuses_early_fusion_and_a_single_modality():
+    from crossfuse.errors import ConfigError
+    from crossfuse.transfer.mimicry import CrossModalMimicry
+
+    early = build_model({"a": (4,), "b": (3,)}, 3, "early", hidden_dim=6)
+    with pytest.raises(ConfigError, match="early fusion"):
+        CrossModalMimicry().setup(early, {"a": 4, "b": 3, "fused": 6})
+    single = build_model({"a": (4,)}, 3, "late", hidden_dim=6)
+    with pytest.raises(ConfigError, match="at least two modalities"):
+        CrossModalMimicry().setup(single, {"a": 6, "fused": 6})
