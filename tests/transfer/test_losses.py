@@ -178,3 +178,50 @@ def test_mimicry_refuses_early_fusion_and_a_single_modality():
     single = build_model({"a": (4,)}, 3, "late", hidden_dim=6)
     with pytest.raises(ConfigError, match="at least two modalities"):
         CrossModalMimicry().setup(single, {"a": 6, "fused": 6})
+
+
+def test_cdan_entropy_weighted_conditional_loss_by_hand():
+    from crossfuse.transfer.cdan import CDAN, MultilinearMap
+
+    torch.manual_seed(0)
+    model = build_model({"x": (4,)}, 3, "late", hidden_dim=5, dropout=0.0)
+    method = CDAN()
+    method.setup(model, {"x": 5, "fused": 5})
+    assert not method.map.randomised and method.map.output_dim == 15
+    fs, ft = torch.randn(4, 5), torch.randn(6, 5)
+    ls, lt = torch.randn(4, 3), torch.randn(6, 3)
+    outputs = StepOutputs({}, {}, fs, ft, ls, lt)
+
+    def half(f, logits, label):
+        g = torch.softmax(logits, 1)
+        joint = torch.stack([torch.outer(f[i], g[i]).flatten() for i in range(len(f))])
+        d = method.classifier(joint)
+        bce = -(label * F.logsigmoid(d) + (1 - label) * F.logsigmoid(-d))
+        h = -(g * g.log()).sum(1)
+        w = 1 + torch.exp(-h)
+        return (w / w.sum() * bce).sum()
+
+    expected = 0.5 * (half(fs, ls, 0.0) + half(ft, lt, 1.0))
+    torch.testing.assert_close(method.alignment_loss(outputs, progress=0.5), expected)
+    big = MultilinearMap(100, 50)  # 5000 entries: randomised
+    f, g = torch.randn(2, 100), torch.softmax(torch.randn(2, 50), 1)
+    by_hand = (f @ big.features_projection.T) * (g @ big.predictions_projection.T) / 1024**0.5
+    assert big.randomised and big.output_dim == 1024
+    torch.testing.assert_close(big(f, g), by_hand)
+
+
+def test_cdan_reverses_the_gradient_into_the_features():
+    from crossfuse.transfer.cdan import CDAN
+
+    torch.manual_seed(0)
+    model = build_model({"x": (4,)}, 3, "late", hidden_dim=5, dropout=0.0)
+    method = CDAN()
+    method.setup(model, {"x": 5, "fused": 5})
+    fs = torch.randn(4, 5, requires_grad=True)
+    ft = torch.randn(4, 5, requires_grad=True)
+    outputs = StepOutputs({}, {}, fs, ft, torch.randn(4, 3), torch.randn(4, 3))
+    method.alignment_loss(outputs, progress=1.0).backward()
+    grad_reversed = fs.grad.clone()
+    fs.grad = None
+    method.alignment_loss(outputs, progress=0.0).backward()  # lambda_0 = 0: nothing reaches the features
+    assert grad_reversed.abs().sum() > 0 and fs.grad.abs().sum() == 0
