@@ -12,7 +12,7 @@ from crossfuse.transfer import DANN, TRANSFERS
 
 SHAPES = {"seq": (6, 3), "vec": (5,)}
 #: Combinations a method refuses, with a message naming the fusion (mimicry needs per-modality encoders).
-REFUSED = {("mimicry", "early")}
+REFUSED = {("mimicry", "early"), ("correspondence", "early")}
 
 
 def arrays(n, shift, seed):

@@ -225,3 +225,20 @@ def test_cdan_reverses_the_gradient_into_the_features():
     fs.grad = None
     method.alignment_loss(outputs, progress=0.0).backward()  # lambda_0 = 0: nothing reaches the features
     assert grad_reversed.abs().sum() > 0 and fs.grad.abs().sum() == 0
+
+
+def test_correspondence_loss_by_hand_and_every_pair_gets_a_classifier():
+    from crossfuse.transfer.correspondence import ModalityCorrespondence, correspondence_loss
+
+    torch.manual_seed(0)
+    classifier = torch.nn.Linear(5, 1)
+    a, b = torch.randn(4, 3), torch.randn(4, 2)
+    matched = classifier(torch.cat([a, b], 1)).squeeze(1)
+    rolled = classifier(torch.cat([a, b[[3, 0, 1, 2]]], 1)).squeeze(1)  # roll by 1: row i meets b_{i-1}
+    expected = (-F.logsigmoid(matched).mean() - F.logsigmoid(-rolled).mean()) / 2
+    loss = correspondence_loss(lambda x: classifier(x).squeeze(1), a, b, shift=1)
+    torch.testing.assert_close(loss, expected)
+    model = build_model({"a": (4,), "b": (3,), "c": (2,)}, 3, "late", hidden_dim=6)
+    method = ModalityCorrespondence()
+    method.setup(model, {"a": 6, "b": 6, "c": 6, "fused": 6})
+    assert method.pairs == [("a", "b"), ("a", "c"), ("b", "c")] and set(method.classifiers) == {"a", "b", "c"}
