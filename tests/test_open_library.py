@@ -196,3 +196,33 @@ def test_readme_example_runs(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     accuracy = float(re.search(r"target accuracy (\d\.\d+)", printed).group(1))
     assert 0.3 < accuracy <= 1.0
+
+
+def test_weight_averaging_scores_and_keeps_the_moving_average_and_resumes(tmp_path, toy_folder):
+    from crossfuse.config import load_config
+    from crossfuse.runner import run_experiment
+
+    inputs, labels = small_problem()
+    torch.manual_seed(0)
+    model = build_model({"x": (3,)}, 2, "late", hidden_dim=8, dropout=0.0)
+    model.fit_normalizers(inputs)
+    settings = TrainSettings(
+        epochs=1, batch_size=16, min_steps_per_epoch=2, weight_averaging="ema", ema_decay=0.5
+    )
+    trainer = Trainer(model, SourceOnly(), (inputs, labels), (inputs, labels), inputs, None, settings, seed=0)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.step(torch.arange(16), torch.arange(16), 0.0)
+    after_one = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.step(torch.arange(16, 32), torch.arange(16), 0.5)
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            expected = 0.25 * start[key] + 0.25 * after_one[key] + 0.5 * value
+            torch.testing.assert_close(trainer.average[key], expected)
+    trainer.state.losses = [0.5]
+    trainer.end_epoch(1)
+    assert all(torch.equal(trainer.best_weights[k], trainer.average[k]) for k in trainer.average)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in model.state_dict().items())  # restored
+    # the runner takes the setting from the configuration
+    options = dict(data=str(toy_folder), source=["a"], target=["b"], epochs=3, weight_averaging="ema")
+    first = run_experiment(load_config(None, options), tmp_path / "one", log=lambda line: None)
+    assert first["target_accuracy"] is not None

@@ -137,6 +137,16 @@ def run(
     normalization: Annotated[
         str, typer.Option(help=f"Input scaling: {_names(NORMALIZATIONS)}." + _default("normalization"))
     ] = None,
+    weight_averaging: Annotated[
+        str,
+        typer.Option(
+            help="none, or ema: score and keep an exponential moving average of the weights."
+            + _default("weight_averaging")
+        ),
+    ] = None,
+    ema_decay: Annotated[
+        float, typer.Option(help="Decay of the moving average." + _default("ema_decay"))
+    ] = None,
     objective: Annotated[
         str,
         typer.Option(
@@ -189,6 +199,8 @@ def run(
         weight_decay=weight_decay,
         patience=patience,
         normalization=normalization,
+        weight_averaging=weight_averaging,
+        ema_decay=ema_decay,
         objective=objective,
         regression_loss=regression_loss,
         selection=selection,

@@ -29,6 +29,8 @@ class RunConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     patience: int = Field(8, ge=1)
+    weight_averaging: str = "none"
+    ema_decay: float = Field(0.99, gt=0, lt=1)
     hidden_dim: int = Field(64, ge=2)
     dropout: float = Field(0.1, ge=0, lt=1)
     modality_dropout: float = Field(0.0, ge=0, lt=1)

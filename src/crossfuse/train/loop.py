@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from crossfuse.errors import CrossfuseError
+from crossfuse.errors import ConfigError, CrossfuseError
 from crossfuse.model import MultimodalModel
 from crossfuse.parallel import batch_shard
 from crossfuse.registry import SELECTION_CRITERIA
@@ -39,7 +39,10 @@ class TrainSettings:
     (one standard error for source-validation accuracy, exact ties otherwise): a saturated
     source-validation accuracy then picks the most trained (most adapted) model. ``batch_size`` is capped at
     a quarter of the source training set and an epoch has at least ``min_steps_per_epoch`` steps, so small
-    data sets still get enough updates.
+    data sets still get enough updates. ``weight_averaging='ema'`` keeps an exponential moving average of
+    the weights (``a <- ema_decay a + (1 - ema_decay) w`` after every step); each epoch is then scored,
+    selected and kept on the averaged weights (Polyak averaging; SWAD, Cha et al., NeurIPS 2021, shows the
+    family's value under shift).
     """
 
     epochs: int = 40
@@ -50,6 +53,8 @@ class TrainSettings:
     selection: str = "source-val"
     min_steps_per_epoch: int = 50
     early_stopping: bool | None = None
+    weight_averaging: str = "none"
+    ema_decay: float = 0.99
 
 
 @dataclass
@@ -258,6 +263,11 @@ class Trainer:
         )
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
+        if settings.weight_averaging not in ("none", "ema"):
+            raise ConfigError(f"weight_averaging {settings.weight_averaging!r}: choose none or ema")
+        self.average: dict[str, torch.Tensor] | None = None
+        if settings.weight_averaging == "ema":
+            self.average = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.checkpoint = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
 
     def resume(self) -> None:
@@ -273,6 +283,8 @@ class Trainer:
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.best_weights = prefixed(tensors, "best") or None
+        if self.average is not None:
+            self.average = prefixed(tensors, "average")
         self.log(
             f"resumed from {self.checkpoint} at epoch {self.state.epoch + 1}, step {self.state.step_in_epoch}"
         )
@@ -283,6 +295,8 @@ class Trainer:
         modules = {"objective": self.objective}
         if self.best_weights is not None:
             modules["best"] = self.best_weights
+        if self.average is not None:
+            modules["average"] = self.average
         record = self.state.to_record() | {"scheduler": self.scheduler.state_dict()}
         save_checkpoint(self.checkpoint.parent, modules, self.optimizer, record)
 
@@ -307,7 +321,19 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
+        if self.average is not None:
+            self.update_average()
         return loss.item()
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """Exponential moving average of the weights, ``a <- d a + (1 - d) w`` (buffers are copied)."""
+        decay = self.settings.ema_decay
+        for key, value in self.model.state_dict().items():
+            if value.is_floating_point() and key in self.average:
+                self.average[key].mul_(decay).add_(value, alpha=1 - decay)
+            else:
+                self.average[key] = value.detach().clone()
 
     def evidence(self) -> Evidence:
         """What the criterion scores this epoch's model on (never a target label)."""
@@ -322,7 +348,18 @@ class Trainer:
         )
 
     def end_epoch(self, epoch: int) -> bool:
-        """Score and record ``epoch``; keep its weights if it is the one to keep; whether to stop."""
+        """Score and record ``epoch`` (its averaged weights, with weight averaging); keep those weights if
+        it is the one to keep; whether to stop."""
+        if self.average is None:
+            return self.score_epoch(epoch)
+        trained = copy.deepcopy(self.model.state_dict())
+        self.model.load_state_dict(self.average)
+        try:
+            return self.score_epoch(epoch)
+        finally:
+            self.model.load_state_dict(trained)
+
+    def score_epoch(self, epoch: int) -> bool:
         evidence = self.evidence()
         score = self.criterion.score(evidence)
         metric, measure = ("mae", mean_absolute_error) if self.regression else ("accuracy", accuracy)
