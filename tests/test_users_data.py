@@ -402,3 +402,30 @@ def test_bench_takes_a_config_file(tmp_path, monkeypatch, capsys):
     assert code == 0, err
     assert seen[0]["lr"] == 0.01 and seen[0]["hidden_dim"] == 16
     assert Path(tmp_path / "b").exists()
+
+
+def test_source_free_adaptation_from_a_run_folder_without_its_training_data(
+    trained, tmp_path, monkeypatch, capsys
+):
+    run, fresh, _ = trained  # the training folder, source rows included, was deleted by the fixture
+    rows = np.load(fresh / "domains.npy") == "b"
+    target = write_folder(
+        tmp_path / "target",
+        {m: np.load(fresh / "modalities" / f"{m}.npy")[rows] for m in ("vec", "img")},
+        np.load(fresh / "labels.npy")[rows],
+        np.load(fresh / "domains.npy")[rows],
+    )
+    out = tmp_path / "adapted"
+    code, printed, err = cli(
+        monkeypatch, capsys, "adapt", run, "--data", target, "--out", out, "--epochs", "2"
+    )
+    assert code == 0, err
+    assert "accuracy" in printed and (out / "predictions.csv").exists()
+    card = json.loads((out / "model.json").read_text())
+    assert card["adapted_with"] == "shot" and card["classes"] == ["hi", "lo", "mid"]
+    adapted = crossfuse.load(out)
+    assert set(adapted.predict({m: np.load(target / "modalities" / f"{m}.npy") for m in ("vec", "img")})) <= {
+        "hi",
+        "lo",
+        "mid",
+    }

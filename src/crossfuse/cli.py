@@ -283,6 +283,25 @@ def robustness(
 
 
 @app.command()
+def adapt(
+    run: Annotated[Path, typer.Argument(help="A finished run folder (its model is the source model).")],
+    data: Annotated[
+        Path, typer.Option(help="Folder of unlabelled target rows (modalities/; labels optional).")
+    ],
+    out: Annotated[Path, typer.Option(help="New run folder for the adapted model.")],
+    epochs: Annotated[int, typer.Option(help="Adaptation epochs.")] = 10,
+    lr: Annotated[float, typer.Option(help="Learning rate of the source phase (SHOT uses a tenth).")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seeds the adaptation.")] = 0,
+) -> None:
+    """Source-free adaptation (SHOT) of a trained model to a target folder: no source data needed."""
+    from crossfuse.source_free import adapt_run
+
+    accuracy, n = adapt_run(run, data, out, epochs=epochs, lr=lr, seed=seed)
+    where = f"adapted on {n} target rows; model in {out}"
+    typer.echo(where if accuracy is None else f"{where}; accuracy {accuracy:.4f} on the labelled rows")
+
+
+@app.command()
 def export(
     run: Annotated[Path, typer.Argument(help="A finished run folder (holds model.json).")],
     out: Annotated[Path, typer.Option(help="File to write (a torch.export program, .pt2).")] = Path(

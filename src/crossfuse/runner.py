@@ -243,7 +243,8 @@ def fit(
         on_step=on_step if rank == 0 else None,
     )
     shots = None if run.shots is None else (run.rows(run.shots), labels[run.shots])
-    run.method.after_training(run.model, shots, source, run.config.lr, run.config.seed)
+    target = run.rows(split.target_train)
+    run.method.after_training(run.model, shots, source, run.config.lr, run.config.seed, target=target)
     return result
 
 
@@ -266,7 +267,7 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
     )
     chosen = result.history[result.best_epoch - 1]
     oracle = [r[f"target_{metric}"] for r in result.history if r.get(f"target_{metric}") is not None]
-    if run.shots is not None and final is not None:
+    if final is not None:  # a phase after training (fine-tuning, SHOT) changes the model the history saw
         oracle.append(final)
     best_oracle = (min(oracle) if regression else max(oracle)) if oracle else None
     if regression:

@@ -242,3 +242,46 @@ def test_correspondence_loss_by_hand_and_every_pair_gets_a_classifier():
     method = ModalityCorrespondence()
     method.setup(model, {"a": 6, "b": 6, "c": 6, "fused": 6})
     assert method.pairs == [("a", "b"), ("a", "c"), ("b", "c")] and set(method.classifiers) == {"a", "b", "c"}
+
+
+def test_shot_information_maximisation_and_cluster_labels_by_hand():
+    from crossfuse.transfer.shot import cluster_pseudo_labels, information_maximisation
+
+    p = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    conditional = -(p * p.log()).sum(1).mean()
+    marginal = p.mean(0)
+    torch.testing.assert_close(information_maximisation(p), conditional + (marginal * marginal.log()).sum())
+    # two well separated clusters, predictions that get one row wrong: clustering fixes it
+    features = torch.tensor([[5.0, 0.0], [4.0, 0.5], [4.5, 0.2], [0.0, 5.0], [0.3, 4.0]])
+    probabilities = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.1, 0.9], [0.2, 0.8]])
+    assert cluster_pseudo_labels(features, probabilities).tolist() == [0, 0, 0, 1, 1]
+
+
+class NoSource(dict):
+    """A stand-in for the source rows that fails on any read: the source-free phase must not touch it."""
+
+    def __getitem__(self, key):
+        raise AssertionError("the source data was read")
+
+    def items(self):
+        raise AssertionError("the source data was read")
+
+    def values(self):
+        raise AssertionError("the source data was read")
+
+
+def test_shot_adapts_on_target_alone_and_keeps_the_head():
+    from crossfuse.transfer.shot import SHOT
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    target = {"x": rng.normal(size=(40, 4)).astype(np.float32)}
+    model = build_model({"x": (4,)}, 3, "late", hidden_dim=8)
+    model.fit_normalizers(target)
+    head = {k: v.clone() for k, v in model.head.state_dict().items()}
+    encoder = {k: v.clone() for k, v in model.encoders.state_dict().items()}
+    method = SHOT(epochs=2, batch_size=16)
+    method.after_training(model, None, NoSource(), lr=1e-2, seed=0, target=target)
+    assert all(torch.equal(head[k], v) for k, v in model.head.state_dict().items())
+    assert any(not torch.equal(encoder[k], v) for k, v in model.encoders.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())

@@ -119,9 +119,11 @@ class TransferMethod(nn.Module):
         source: tuple[Mapping[str, np.ndarray], np.ndarray],
         lr: float,
         seed: int,
+        target: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Change the trained model (of the kept epoch) before it is evaluated; ``shots`` are the labelled
-        target rows set aside when the method ``needs_target_shots``."""
+        target rows set aside when the method ``needs_target_shots``, ``target`` the unlabelled target
+        training rows."""
 
     def source_weights(self, source: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """Per-sample weights of the source loss, or ``None`` for uniform."""

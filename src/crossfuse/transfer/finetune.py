@@ -45,6 +45,7 @@ class FineTune(TransferMethod):
         source: tuple[Mapping[str, np.ndarray], np.ndarray],
         lr: float,
         seed: int,
+        target: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """The fine-tuning phase on the labelled target ``shots``."""
         if shots is None:
