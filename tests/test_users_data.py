@@ -387,6 +387,9 @@ def test_bench_on_a_folder_names_runs_after_the_task_and_draws_every_plot(tmp_pa
     for picture in ("gains.png", "a_distance.png", "ablation.png", "tsne.png"):
         assert f"]({picture})" in report and (tmp_path / "bench" / picture).exists(), picture
     assert "±" in report.split("## Gain over source-only")[1].split("\n\n")[1]
+    regret = report.split("## Label-free selection: regret against the oracle")[1]
+    for criterion in ("source-val", "iwv", "dev", "entropy"):
+        assert f"| {criterion} | 2 |" in regret
 
 
 def test_bench_takes_a_config_file(tmp_path, monkeypatch, capsys):

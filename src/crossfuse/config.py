@@ -39,6 +39,7 @@ class RunConfig(BaseModel):
     objective: str = "auto"
     regression_loss: str = "mse"
     selection: str = "source-val"
+    record_selection: bool = False
     fusion_options: dict[str, Any] = Field(default_factory=dict)
     transfer_options: dict[str, Any] = Field(default_factory=dict)
     target_shots: int | None = Field(None, ge=1)

@@ -7,7 +7,7 @@ import platform
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +27,11 @@ from crossfuse.predictor import model_card
 from crossfuse.registry import FUSIONS, SELECTION_CRITERIA, TRANSFERS
 from crossfuse.results import RunResult
 from crossfuse.run_folder import claim_run_folder, release_claim, write_run_folder
-from crossfuse.selection.base import SelectionCriterion
+from crossfuse.selection.base import ImportanceWeightedCriterion, SelectionCriterion
 from crossfuse.train.distributed import distributed_context
 from crossfuse.train.lifecycle import start_method
 from crossfuse.train.loop import Interrupted, TrainResult, accuracy, mean_absolute_error, predict, train
+from crossfuse.train.state import BestEpoch
 from crossfuse.transfer.base import TransferMethod
 
 
@@ -150,6 +151,7 @@ class Run:
     device: torch.device
     shots: np.ndarray | None
     target_test: np.ndarray
+    recorders: dict = field(default_factory=dict)
 
     def rows(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         return {m: x[indices] for m, x in self.dataset.modalities.items()}
@@ -212,10 +214,52 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         raise ConfigError(
             f"selection {config.selection!r} reads class probabilities: it cannot score a regression"
         )
-    criterion.fit(
-        source, target, {m: x[split.source_val] for m, x in dataset.modalities.items()}, config.seed
+    source_val = {m: x[split.source_val] for m, x in dataset.modalities.items()}
+    criterion.fit(source, target, source_val, config.seed)
+    recorders = (
+        recording_criteria(dataset.objective, source, target, source_val, config.seed)
+        if (config.record_selection)
+        else {}
     )
-    return Run(config, dataset, task, split, model, method, criterion, device, shots, target_test)
+    return Run(config, dataset, task, split, model, method, criterion, device, shots, target_test, recorders)
+
+
+def recording_criteria(
+    objective: str, source, target, source_val, seed: int
+) -> dict[str, SelectionCriterion]:
+    """Every registered criterion that can score ``objective``, fitted (the importance weights once, shared
+    by the criteria that use them)."""
+    recorders: dict[str, SelectionCriterion] = {}
+    weights = None
+    for name in SELECTION_CRITERIA:
+        criterion = SELECTION_CRITERIA[name]()
+        criterion.objective = objective
+        if objective == "regression" and criterion.classification_only:
+            continue
+        if isinstance(criterion, ImportanceWeightedCriterion) and weights is not None:
+            criterion.weights = weights
+        else:
+            criterion.fit(source, target, source_val, seed)
+            if isinstance(criterion, ImportanceWeightedCriterion):
+                weights = criterion.weights
+        recorders[name] = criterion
+    return recorders
+
+
+def choices_by_criterion(history: list[dict], recorders: dict, n_validation: int, metric: str) -> dict:
+    """Which epoch each recorded criterion would have kept (the latest within its tolerance of its best,
+    as the trainer keeps) and that epoch's target score (the oracle's view, for the regret table)."""
+    choices = {}
+    for name, criterion in recorders.items():
+        best = BestEpoch()
+        for record in history:
+            score = record.get("criteria", {}).get(name)
+            if score is not None:
+                best.update(record["epoch"], score, lambda b, c=criterion: c.tolerance(b, n_validation))
+        if best.best_epoch:
+            chosen = history[best.best_epoch - 1]
+            choices[name] = {"epoch": best.best_epoch, f"target_{metric}": chosen.get(f"target_{metric}")}
+    return choices
 
 
 def fit(
@@ -241,6 +285,7 @@ def fit(
         criterion=run.criterion,
         checkpoint_dir=out,
         on_step=on_step if rank == 0 else None,
+        record_criteria=run.recorders,
     )
     shots = None if run.shots is None else (run.rows(run.shots), labels[run.shots])
     target = run.rows(split.target_train)
@@ -295,6 +340,9 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
         }
     for line in warnings:
         log(f"WARNING: {line}")
+    if run.recorders:
+        choices = choices_by_criterion(result.history, run.recorders, len(split.source_val), metric)
+        measures = measures | {"selection_by_criterion": choices}
     return RunResult(
         dataset=dataset.name,
         task=task_name(config),

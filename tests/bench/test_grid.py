@@ -106,7 +106,8 @@ def test_bench_command_applies_the_suite_settings(monkeypatch, capsys, tmp_path)
     monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path), "--jobs", "1"])
     with pytest.raises(SystemExit):
         main()
-    assert seen == [{"epochs": grid.SUITES["quick"]["settings"]["epochs"], "data": "av-digits"}]
+    quick_epochs = grid.SUITES["quick"]["settings"]["epochs"]
+    assert seen == [{"epochs": quick_epochs, "data": "av-digits", "record_selection": True}]
     monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path / "b"), "--jobs", "1", "--epochs", "3"])
     with pytest.raises(SystemExit):
         main()

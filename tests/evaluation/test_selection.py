@@ -100,3 +100,18 @@ def test_the_loop_keeps_the_latest_epoch_within_the_tolerance(
         criterion=Scripted(),
     )
     assert result.best_epoch == chosen
+
+
+def test_each_recorded_criterion_chooses_its_own_epoch():
+    from crossfuse.runner import choices_by_criterion
+
+    history = [
+        {"epoch": 1, "target_accuracy": 0.70, "criteria": {"source-val": 0.90, "entropy": -0.9}},
+        {"epoch": 2, "target_accuracy": 0.80, "criteria": {"source-val": 1.00, "entropy": -0.2}},
+        {"epoch": 3, "target_accuracy": 0.75, "criteria": {"source-val": 0.996, "entropy": -0.5}},
+    ]
+    recorders = {name: SELECTION_CRITERIA[name]() for name in ("source-val", "entropy")}
+    choices = choices_by_criterion(history, recorders, n_validation=300, metric="accuracy")
+    # source-val: 0.996 is within one standard error (0.0046) of 1.0, so the later epoch 3 is kept
+    assert choices["source-val"] == {"epoch": 3, "target_accuracy": 0.75}
+    assert choices["entropy"] == {"epoch": 2, "target_accuracy": 0.80}

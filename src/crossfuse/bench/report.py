@@ -268,6 +268,7 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
                 + " |"
             )
         lines += ["", "![ablation](ablation.png)"]
+    lines += selection_section(out)
     lines += robustness_section(out)
     if feature_picture:
         from crossfuse.bench.features_picture import feature_picture as draw
@@ -352,4 +353,41 @@ def robustness_section(out: Path) -> list[str]:
             curves, strengths, metric, out / "robustness.png", "Noise on every modality (mean over seeds)"
         )
         lines += ["", "![robustness](robustness.png)"]
+    return lines
+
+
+def selection_section(out: Path) -> list[str]:
+    """How much each label-free criterion loses against the oracle (the best epoch by target labels), over
+    the runs that recorded every criterion's choice (``selection_by_criterion`` in ``metrics.json``)."""
+    import json
+
+    regrets: dict = defaultdict(list)
+    chosen: dict = defaultdict(list)
+    for path in sorted((out / "runs").glob("*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        oracle = metrics.get("oracle_target_accuracy")
+        for name, choice in (metrics.get("selection_by_criterion") or {}).items():
+            value = choice.get("target_accuracy")
+            if oracle is not None and value is not None:
+                regrets[name].append(oracle - value)
+                chosen[name].append(value)
+    if not regrets:
+        return []
+    lines = [
+        "",
+        "## Label-free selection: regret against the oracle",
+        "",
+        "For every run, the epoch each criterion would have kept (the latest within its tolerance of its "
+        "best) and that epoch's target accuracy; regret is the oracle's (the best epoch by target labels, "
+        "or the final model after a fine-tuning phase) minus it, in points.",
+        "",
+        "| criterion | runs | target acc of its choice | mean regret | largest regret |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in sorted(regrets):
+        values = np.array(regrets[name])
+        lines.append(
+            f"| {name} | {len(values)} | {_pm(np.array(chosen[name]))} | {100 * values.mean():.1f} | "
+            f"{100 * values.max():.1f} |"
+        )
     return lines

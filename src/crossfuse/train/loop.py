@@ -7,7 +7,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -219,8 +219,10 @@ class Trainer:
         criterion: SelectionCriterion | None = None,
         checkpoint_dir: Path | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        record_criteria: Mapping[str, SelectionCriterion] | None = None,
     ) -> None:
         self.model, self.method, self.settings, self.seed = model, method, settings, seed
+        self.record_criteria = dict(record_criteria or {})
         self.source, self.source_val, self.target, self.target_test = source, source_val, target, target_test
         self.log, self.on_step = log, on_step
         self.regression = model.objective.kind == "regression"
@@ -359,14 +361,36 @@ class Trainer:
         finally:
             self.model.load_state_dict(trained)
 
+    def recorded_scores(self, evidence: Evidence) -> dict[str, float]:
+        """The score every recorded criterion gives this epoch (so a benchmark can tell, afterwards, which
+        epoch each would have chosen); none of them steers the training."""
+        if not self.record_criteria:
+            return {}
+        target = None
+        if any(c.needs_target for c in self.record_criteria.values()):
+            target = evidence.target_probabilities
+            if target is None:
+                target = predict(self.model, self.target)[0]
+        return {
+            name: float(
+                criterion.score(
+                    replace(evidence, target_probabilities=target, val_weights=criterion.validation_weights())
+                )
+            )
+            for name, criterion in self.record_criteria.items()
+        }
+
     def score_epoch(self, epoch: int) -> bool:
         evidence = self.evidence()
         score = self.criterion.score(evidence)
+        recorded = self.recorded_scores(evidence)
         metric, measure = ("mae", mean_absolute_error) if self.regression else ("accuracy", accuracy)
         short = "mae" if self.regression else "acc"
         record = {"epoch": epoch, "train_loss": float(np.mean(self.state.losses))}
         record[f"source_val_{metric}"] = measure(evidence.val_probabilities, evidence.val_labels)
         record[self.settings.selection] = score
+        if recorded:
+            record["criteria"] = recorded
         if self.target_test is not None and has_labels(self.target_test[1]):
             target_outputs = predict(self.model, self.target_test[0])[0]
             record[f"target_{metric}"] = measure(target_outputs, self.target_test[1])
@@ -435,6 +459,7 @@ def train(
     criterion: SelectionCriterion | None = None,
     checkpoint_dir: Path | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    record_criteria: Mapping[str, SelectionCriterion] | None = None,
 ) -> TrainResult:
     """Train ``model`` with ``method``; leave in it the weights of the epoch that ``settings.selection``
     keeps.
@@ -442,6 +467,7 @@ def train(
     ``target_test`` labels are used only to record the oracle accuracy of every epoch in the history;
     they never influence training or the choice of epoch. ``criterion`` is the selection criterion,
     already fitted; by default the one named by ``settings.selection``, fitted here on the training rows.
+    ``record_criteria`` (fitted) are scored every epoch and recorded in the history, without steering.
 
     With ``checkpoint_dir``, a checkpoint is written there after every epoch and when SIGTERM or SIGINT
     arrives (then :class:`Interrupted` is raised); a checkpoint found there is resumed, and the result is
@@ -453,6 +479,6 @@ def train(
     """
     trainer = Trainer(
         model, method, source, source_val, target, target_test, settings, seed, log, criterion,
-        checkpoint_dir, on_step,
+        checkpoint_dir, on_step, record_criteria,
     )  # fmt: skip
     return trainer.fit()
