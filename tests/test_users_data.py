@@ -432,3 +432,17 @@ def test_source_free_adaptation_from_a_run_folder_without_its_training_data(
         "lo",
         "mid",
     }
+
+
+def test_a_collapse_on_the_unlabelled_target_is_flagged_by_hand():
+    from crossfuse.evaluation.warnings import collapse_warnings
+
+    source = np.arange(100) % 10  # ten balanced classes: most frequent share 0.1, limit max(0.3, 0.35)
+    healthy = np.eye(10)[np.arange(50) % 10]
+    collapsed = np.eye(10)[np.r_[np.zeros(20, int), np.arange(30) % 10]]  # 23 of 50 rows in class 0: 46%
+    assert collapse_warnings(healthy, source) == []
+    flagged = collapse_warnings(collapsed, source)
+    assert len(flagged) == 1 and "46% of the unlabelled target rows" in flagged[0]
+    binary = np.arange(10) % 2  # two classes: the limit is min(0.9, max(1.5, 0.75)) = 0.9
+    assert collapse_warnings(np.eye(2)[np.r_[np.zeros(17, int), [1, 1, 1]]], binary) == []
+    assert collapse_warnings(np.eye(2)[np.r_[np.zeros(19, int), [1]]], binary)

@@ -18,7 +18,7 @@ from crossfuse.data.dataset import MultimodalDataset, Task, TaskSplit, split_tas
 from crossfuse.errors import ConfigError, CrossfuseError
 from crossfuse.evaluation.a_distance import proxy_a_distance
 from crossfuse.evaluation.ablation import modality_ablation
-from crossfuse.evaluation.warnings import chance_level, regression_warnings, run_warnings
+from crossfuse.evaluation.warnings import chance_level, collapse_warnings, regression_warnings, run_warnings
 from crossfuse.model import MultimodalModel
 from crossfuse.model import build_model as build_default_model
 from crossfuse.normalize import NORMALIZATIONS
@@ -326,6 +326,8 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
     else:
         chance = chance_level(labels[split.source_train])
         warnings = run_warnings(result.history, chosen, chance, len(split.source_val))
+        unlabelled, _ = predict(run.model, run.rows(split.target_train))
+        warnings += collapse_warnings(unlabelled, labels[split.source_train])
         measures = {}
     if final is None:
         log(f"note: no scored target row has a label, so target {metric} is not measured (null)")

@@ -58,3 +58,24 @@ def regression_warnings(history: list[dict], chosen: dict, baseline_mae: float) 
             f"({baseline_mae:.4g}): the model did not learn the source task; do not trust its target error"
         )
     return warnings + loss_warnings(history)
+
+
+def collapse_warnings(target_probabilities: np.ndarray, source_labels: np.ndarray) -> list[str]:
+    """A classifier whose predictions on the unlabelled target pile into one class: the share of its most
+    predicted class is above ``min(0.9, max(3 s, s + 0.25))``, ``s`` the source's most frequent class
+    share. Label-free, so it also catches a model that learnt the source and then collapsed on the target
+    (self-training on its own pseudo-labels), which the source-validation flags cannot see."""
+    if len(target_probabilities) == 0 or len(source_labels) == 0:
+        return []
+    classes = target_probabilities.shape[1]
+    share = float(
+        np.bincount(target_probabilities.argmax(1), minlength=classes).max() / len(target_probabilities)
+    )
+    source_share = chance_level(source_labels)
+    limit = min(0.9, max(3 * source_share, source_share + 0.25))
+    if share <= limit:
+        return []
+    return [
+        f"{100 * share:.0f}% of the unlabelled target rows are predicted as one class (the source's most "
+        f"frequent class is {100 * source_share:.0f}%): the model may have collapsed on the target"
+    ]
