@@ -80,12 +80,11 @@ class MultimodalModel(nn.Module):
                 self.placeholders[m] = nn.Parameter(torch.zeros(size))
 
     def _encoding_size(self, name: str) -> int:
-        encoder = self.encoders[name]
         dims = getattr(self.fusion, "input_dims", None)
         if isinstance(dims, Mapping) and name in dims:
             return int(dims[name])
         raise ConfigError(
-            f"modality dropout: the fusion does not say the size of {name!r}'s encoding ({encoder})"
+            f"modality dropout: the fusion does not give the size of {name!r}'s encoding (input_dims)"
         )
 
     @property

@@ -36,7 +36,7 @@ def measure_run(run_dir: Path, seed: int = 0) -> dict:
     rows = split.target_test[dataset.labelled[split.target_test]]
     if len(rows) == 0:
         raise DataError(f"{run_dir}: no target test row has a label, so robustness cannot be scored")
-    inputs = {m: x[rows] for m, x in dataset.modalities.items()}
+    inputs = dataset.rows(rows)
     regression = model.objective == "regression"
     score = mean_absolute_error if regression else accuracy
     result = robustness_curves(model.model, inputs, dataset.labels[rows], score, seed)

@@ -154,7 +154,7 @@ class Run:
     recorders: dict = field(default_factory=dict)
 
     def rows(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        return {m: x[indices] for m, x in self.dataset.modalities.items()}
+        return self.dataset.rows(indices)
 
 
 def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable[[str], None] = print) -> Run:
@@ -172,10 +172,7 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
             "note: the labels are float values, so this is a regression (--objective classification: classes)"
         )
     model = model if model is not None else build_model(config, dataset)
-    source, target = (
-        {m: x[rows] for m, x in dataset.modalities.items()}
-        for rows in (split.source_train, split.target_train)
-    )
+    source, target = dataset.rows(split.source_train), dataset.rows(split.target_train)
     if model.objective.kind != dataset.objective:
         raise ConfigError(
             f"the model predicts for {model.objective.kind}, the data's labels are for {dataset.objective}"
@@ -214,7 +211,7 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         raise ConfigError(
             f"selection {config.selection!r} reads class probabilities: it cannot score a regression"
         )
-    source_val = {m: x[split.source_val] for m, x in dataset.modalities.items()}
+    source_val = dataset.rows(split.source_val)
     criterion.fit(source, target, source_val, config.seed)
     recorders = (
         recording_criteria(dataset.objective, source, target, source_val, config.seed)

@@ -39,8 +39,7 @@ def adapt_run(
     state = {k: v.contiguous() for k, v in model.model.state_dict().items()}
     save_file(state, str(out / f".{MODEL_WEIGHTS}.partial"))
     (out / f".{MODEL_WEIGHTS}.partial").replace(out / MODEL_WEIGHTS)
-    for name in ("config.yaml",):
-        if (run / name).exists():
-            shutil.copy(run / name, out / name)
+    if (run / "config.yaml").exists():
+        shutil.copy(run / "config.yaml", out / "config.yaml")
     accuracy, n = predict_folder(load(out), data, out / "predictions.csv")
     return accuracy, n

@@ -28,7 +28,7 @@ def run_features(run_dir: Path, per_domain: int = 300) -> tuple[np.ndarray, np.n
     source = rng.permutation(np.concatenate([split.source_val, split.source_train]))[:per_domain]
     target = rng.permutation(split.target_test)[:per_domain]
     rows = np.concatenate([source, target])
-    _, features = predict(model, {m: x[rows] for m, x in dataset.modalities.items()})
+    _, features = predict(model, dataset.rows(rows))
     domain = np.r_[np.zeros(len(source)), np.ones(len(target))]
     return features, domain, dataset.labels[rows]
 

@@ -66,6 +66,10 @@ class MultimodalDataset:
             return len(self.class_names)
         return int(self.labels.max()) + 1
 
+    def rows(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The chosen rows of every modality."""
+        return {m: x[indices] for m, x in self.modalities.items()}
+
     @property
     def labelled(self) -> np.ndarray:
         """``(N,)`` whether each row has a label (class index ``>= 0``; a regression target not NaN)."""

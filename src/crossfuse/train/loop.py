@@ -121,10 +121,6 @@ def has_labels(labels: np.ndarray) -> bool:
     return bool((labels >= 0).any())
 
 
-def model_kind(model: nn.Module) -> str:
-    return model.objective.kind
-
-
 class TrainingDiverged(CrossfuseError):
     """The training loss became NaN or infinite; the run stops instead of reporting a broken model."""
 
@@ -346,7 +342,7 @@ class Trainer:
             self.source_val[1],
             target_probabilities,
             self.criterion.validation_weights(),
-            model_kind(self.model),
+            self.model.objective.kind,
         )
 
     def end_epoch(self, epoch: int) -> bool:
