@@ -48,6 +48,7 @@ class Registry(Mapping[str, Any]):
                     f"{self.kind} {name!r}: registered twice ({known.__module__}, {cls.__module__})"
                 )
             self._entries[name] = cls
+            cls.registered_name = name
             return cls
 
         return add

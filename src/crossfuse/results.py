@@ -75,7 +75,9 @@ class RunResult:
         """The line the command line prints after a run."""
 
         def share(value: float | None) -> str:
-            return "n/a (no labelled target row)" if value is None else f"{value:.4f}"
+            if value is None:
+                return "n/a (no labelled target row)" if self.target_domains else "n/a (no target domain)"
+            return f"{value:.4f}"
 
         if self.objective == "regression":
             extra = self.extra
@@ -98,4 +100,7 @@ class RunResult:
         if self.target_accuracy_per_domain:
             per_domain = ", ".join(f"{d} {share(a)}" for d, a in self.target_accuracy_per_domain.items())
             line += f"  per target domain: {per_domain}"
+        per_source = self.extra.get("source_val_accuracy_per_domain")
+        if per_source:
+            line += "  per source domain (val): " + ", ".join(f"{d} {a:.4f}" for d, a in per_source.items())
         return line

@@ -36,7 +36,8 @@ from crossfuse.transfer.base import TransferMethod
 
 
 def load_dataset(config: RunConfig) -> MultimodalDataset:
-    """A dataset by name (``av-digits``) or a bring-your-own-data folder."""
+    """A dataset by name (``av-digits``) or a bring-your-own-data folder (only the rows of the domains
+    the run names, when it names them: the others are never read)."""
     if config.data == "av-digits":
         from crossfuse.data.avdigits import load_av_digits
 
@@ -45,7 +46,8 @@ def load_dataset(config: RunConfig) -> MultimodalDataset:
         return load_av_digits(config.task, config.source, config.target, seed=config.seed)
     from crossfuse.data.folder import load_folder
 
-    return load_folder(config.data, config.objective)
+    named = (config.source or []) + (config.target or [])
+    return load_folder(config.data, config.objective, domains=named if config.source else None)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,9 +90,10 @@ def choose_shots(rows: np.ndarray, labels: np.ndarray, per_class: int, seed: int
     return np.sort(np.concatenate(chosen))
 
 
-def prepare_task(config: RunConfig) -> tuple[MultimodalDataset, Task, TaskSplit]:
+def prepare_task(config: RunConfig, unseen_target: bool = False) -> tuple[MultimodalDataset, Task, TaskSplit]:
     """The dataset of ``config`` (only its chosen ``modalities``, when given), its task and the seeded
-    split of its rows."""
+    split of its rows; ``unseen_target`` for a domain-generalisation method (no target row is trained on,
+    and the task may have no target domain)."""
     dataset = load_dataset(config)
     if config.modalities:
         unknown = sorted(set(config.modalities) - set(dataset.modalities))
@@ -98,8 +101,8 @@ def prepare_task(config: RunConfig) -> tuple[MultimodalDataset, Task, TaskSplit]
             known = ", ".join(sorted(dataset.modalities))
             raise ConfigError(f"modality {unknown[0]!r}: not in dataset {dataset.name!r} ({known})")
         dataset.modalities = {m: dataset.modalities[m] for m in config.modalities}
-    task = dataset.resolve_task(config.task, config.source, config.target)
-    return dataset, task, split_task(dataset, task, config.seed)
+    task = dataset.resolve_task(config.task, config.source, config.target, require_target=not unseen_target)
+    return dataset, task, split_task(dataset, task, config.seed, unseen_target=unseen_target)
 
 
 def build_model(config: RunConfig, dataset: MultimodalDataset) -> MultimodalModel:
@@ -127,13 +130,25 @@ def build_method(config: RunConfig) -> TransferMethod:
         raise ConfigError(f"transfer_options for {config.transfer!r}: {error}") from None
 
 
+def with_recipe(config: RunConfig, method: TransferMethod) -> RunConfig:
+    """``config`` with the settings of the method's ``recipe`` that the user left at their defaults."""
+    changes = {k: v for k, v in method.recipe.items() if k not in config.model_fields_set}
+    return config.model_copy(update=changes) if changes else config
+
+
+def source_domain_index(dataset: MultimodalDataset, task: Task, rows: np.ndarray) -> np.ndarray:
+    """Each row's source domain as ``0 .. S-1`` in the order of ``task.source``."""
+    order = {name: i for i, name in enumerate(task.source)}
+    return np.array([order[name] for name in dataset.domains[rows]], dtype=np.int64)
+
+
 def task_name(config: RunConfig) -> str:
     """The name a run's task goes by: the dataset's named task, or ``SOURCE-to-TARGET`` for domains given
     by hand (several joined by ``+``)."""
     if not config.source and not config.target:
         return config.task or "default"
     source = "+".join(config.source or ["default"])
-    target = "+".join(config.target or ["default"])
+    target = "+".join(config.target or (["default"] if config.data == "av-digits" else ["none"]))
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{source}-to-{target}")
 
 
@@ -165,7 +180,8 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
     random.seed(config.seed)
     np.random.seed(config.seed)  # noqa: NPY002 - seeds code that draws from numpy's global generator
     method = build_method(config)
-    dataset, task, split = prepare_task(config)
+    config = with_recipe(config, method)
+    dataset, task, split = prepare_task(config, unseen_target=method.domain_generalization)
     labels = dataset.labels
     if config.objective == "auto" and dataset.objective == "regression":
         log(
@@ -181,7 +197,7 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         if not method.supports_regression:
             raise ConfigError(f"--transfer {config.transfer}: {method.regression_refusal}")
         model.objective.fit(labels[split.source_train])
-    start_method(method, model, source, target, config.seed)
+    start_method(method, model, source, target, config.seed, n_source_domains=len(task.source))
     device = resolve_device(config.device)
     model.to(device)
     method.to(device)
@@ -207,6 +223,11 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         )
     criterion = SELECTION_CRITERIA.get_or_refuse(config.selection, "selection")()
     criterion.objective = dataset.objective
+    if len(split.target_train) == 0 and (criterion.needs_target or criterion.needs_weights):
+        raise ConfigError(
+            f"selection {config.selection!r} reads unlabelled target rows, and --transfer {config.transfer} "
+            "trains without any: use source-val (validation on a share of every source domain)"
+        )
     if dataset.objective == "regression" and criterion.classification_only:
         raise ConfigError(
             f"selection {config.selection!r} reads class probabilities: it cannot score a regression"
@@ -215,7 +236,7 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
     criterion.fit(source, target, source_val, config.seed)
     recorders = (
         recording_criteria(dataset.objective, source, target, source_val, config.seed)
-        if (config.record_selection)
+        if config.record_selection
         else {}
     )
     return Run(config, dataset, task, split, model, method, criterion, device, shots, target_test, recorders)
@@ -228,10 +249,13 @@ def recording_criteria(
     by the criteria that use them)."""
     recorders: dict[str, SelectionCriterion] = {}
     weights = None
+    no_target = len(next(iter(target.values()))) == 0
     for name in SELECTION_CRITERIA:
         criterion = SELECTION_CRITERIA[name]()
         criterion.objective = objective
         if objective == "regression" and criterion.classification_only:
+            continue
+        if no_target and (criterion.needs_target or criterion.needs_weights):
             continue
         if isinstance(criterion, ImportanceWeightedCriterion) and weights is not None:
             criterion.weights = weights
@@ -283,6 +307,7 @@ def fit(
         checkpoint_dir=out,
         on_step=on_step if rank == 0 else None,
         record_criteria=run.recorders,
+        source_domains=source_domain_index(run.dataset, run.task, split.source_train),
     )
     shots = None if run.shots is None else (run.rows(run.shots), labels[run.shots])
     target = run.rows(split.target_train)
@@ -300,7 +325,7 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
     measure = mean_absolute_error if regression else accuracy
     metric = "mae" if regression else "accuracy"
     final = measure(target_probabilities, target_labels)
-    _, source_features = predict(run.model, run.rows(split.source_val))
+    val_predictions, source_features = predict(run.model, run.rows(split.source_val))
     scored = dataset.labelled[target_test]
     ablation = (
         modality_ablation(run.model, run.rows(target_test[scored]), target_labels[scored], measure)
@@ -323,10 +348,16 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
     else:
         chance = chance_level(labels[split.source_train])
         warnings = run_warnings(result.history, chosen, chance, len(split.source_val))
-        unlabelled, _ = predict(run.model, run.rows(split.target_train))
+        # a domain-generalisation run has no target training rows: its scored rows, unlabelled, stand in
+        if len(split.target_train):
+            unlabelled, _ = predict(run.model, run.rows(split.target_train))
+        else:
+            unlabelled = target_probabilities
         warnings += collapse_warnings(unlabelled, labels[split.source_train])
         measures = {}
-    if final is None:
+    if not run.task.target:
+        log("note: no target domain: the model is scored on each source domain's validation rows")
+    elif final is None:
         log(f"note: no scored target row has a label, so target {metric} is not measured (null)")
     elif not scored.all():
         log(f"note: target {metric} counts the {int(scored.sum())} of {len(scored)} scored rows with a label")
@@ -336,6 +367,12 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
         per_domain = {
             name: measure(target_probabilities[domain_of_row == name], target_labels[domain_of_row == name])
             for name in run.task.target
+        }
+    if len(run.task.source) > 1:
+        domain_of_row, val_labels = dataset.domains[split.source_val], labels[split.source_val]
+        measures[f"source_val_{metric}_per_domain"] = {
+            name: measure(val_predictions[domain_of_row == name], val_labels[domain_of_row == name])
+            for name in run.task.source
         }
     for line in warnings:
         log(f"WARNING: {line}")
@@ -365,7 +402,11 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
         n_target_test=len(target_test),
         n_target_test_labelled=int(scored.sum()),
         n_target_shots=0 if run.shots is None else len(run.shots),
-        proxy_a_distance=round(proxy_a_distance(source_features, target_features, config.seed), 4),
+        proxy_a_distance=(
+            round(proxy_a_distance(source_features, target_features, config.seed), 4)
+            if len(target_test)
+            else None
+        ),
         warnings=warnings,
         world_size=distributed_context()[1],
         device=str(run.device),
@@ -416,7 +457,8 @@ def run(
             release_claim(out, claimed, resumable=not isinstance(error, CrossfuseError))
         raise
     if out is not None and rank == 0:
-        card = model_card(config, setup.dataset, setup.model) | {"custom_model": model is not None}
+        # the card describes the model as built: with the settings the method's recipe changed
+        card = model_card(setup.config, setup.dataset, setup.model) | {"custom_model": model is not None}
         write_run_folder(out, config, result.metrics(), trained.history, setup.model, card)
     return result
 

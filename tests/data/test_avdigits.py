@@ -79,6 +79,22 @@ def test_every_named_task_builds():
         assert set(data.domain_names) == set(task.source + task.target)
 
 
+def test_all_speakers_domains_share_out_the_other_speakers_recordings():
+    domains = ["all+mnist-hs", "all+usps", "all+sklearn", "theo+mnist-census"]
+    data = avdigits.build_av_digits(domains, seed=0)
+    audio = avdigits.audio_features()
+    rows = avdigits.recordings_of(domains, audio)
+    shared = [rows[d] for d in domains[:3]]
+    assert sum(len(r) for r in shared) == 2500, "the five unnamed speakers' recordings, each used once"
+    assert len(set(np.concatenate(shared).tolist())) == 2500
+    theo = avdigits.SPEAKERS.index("theo")
+    assert not any((audio["speaker"][r] == theo).any() for r in shared)
+    for r in shared:  # every speaker and every digit in every shared domain, in even shares
+        assert set(audio["speaker"][r].tolist()) == set(range(6)) - {theo}
+        assert np.bincount(audio["digit"][r], minlength=10).min() >= 80
+    assert {d: int((data.domains == d).sum()) for d in domains} == {d: len(rows[d]) for d in domains}
+
+
 def test_bad_domains_are_refused():
     with pytest.raises(DataError, match="speaker\\+source"):
         avdigits.load_av_digits(source=["bob+usps"], target=["theo+usps"])

@@ -1,7 +1,10 @@
 """AV-Digits: spoken digits (FSDD) paired by class with handwritten digit images from several sources.
 
-Each domain is a (speaker, image source) pair written ``speaker+source``, e.g. ``george+mnist-census``.
-Every recording of the speaker is paired with an image of the same digit drawn, without replacement and
+Each domain is a (speaker, image source) pair written ``speaker+source``, e.g. ``george+mnist-census``,
+or ``all+source``: the speakers not named elsewhere, whose recordings are shared out among the ``all+``
+domains by take number (take ``t`` to the ``t mod k``-th of ``k``, in sorted order), so those domains
+differ only in their image source. Every recording of the speaker is paired with an image of the same
+digit drawn, without replacement and
 seeded, from the image source, so no image appears twice within one built dataset. Audio becomes an MFCC
 sequence ``(frames, 13)`` resampled to a fixed number of frames; images become ``(1, 16, 16)`` in [0, 1].
 Both are cached on disk under a key of their settings, so a second build does not recompute them.
@@ -111,36 +114,56 @@ def all_domains() -> list[str]:
     return [f"{speaker}+{source}" for speaker in SPEAKERS for source in IMAGE_SOURCES]
 
 
+#: The speaker part of a domain that shares out the recordings of every speaker not named elsewhere.
+ALL_SPEAKERS = "all"
+
+
 def parse_domain(domain: str) -> tuple[str, str]:
     speaker, _, source = domain.partition("+")
-    if speaker not in SPEAKERS or source not in IMAGE_SOURCES:
+    if (speaker not in SPEAKERS and speaker != ALL_SPEAKERS) or source not in IMAGE_SOURCES:
         raise DataError(
             f"domain {domain!r}: AV-Digits domains are speaker+source with speaker in "
-            f"{', '.join(SPEAKERS)} and source in {', '.join(IMAGE_SOURCES)}"
+            f"{', '.join(SPEAKERS)} or {ALL_SPEAKERS!r}, and source in {', '.join(IMAGE_SOURCES)}"
         )
     return speaker, source
+
+
+def recordings_of(domains: Sequence[str], audio: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The FSDD rows of each domain: a named speaker's recordings, or an ``all+`` domain's share of the
+    recordings of the speakers no domain names."""
+    parsed = {d: parse_domain(d) for d in domains}
+    named = [s for s, _ in parsed.values() if s != ALL_SPEAKERS]
+    if len(set(named)) != len(named):
+        raise DataError(f"domains {list(domains)}: a speaker may appear in only one domain")
+    shared = sorted(d for d, (s, _) in parsed.items() if s == ALL_SPEAKERS)
+    rest = np.isin(audio["speaker"], [SPEAKERS.index(s) for s in SPEAKERS if s not in named])
+    rows = {}
+    for domain, (speaker, _) in parsed.items():
+        if speaker == ALL_SPEAKERS:
+            rows[domain] = np.flatnonzero(rest & (audio["take"] % len(shared) == shared.index(domain)))
+        else:
+            rows[domain] = np.flatnonzero(audio["speaker"] == SPEAKERS.index(speaker))
+    return rows
 
 
 def build_av_digits(domains: Sequence[str], seed: int = 0, n_frames: int = 40) -> MultimodalDataset:
     """Build AV-Digits for the given ``speaker+source`` domains.
 
-    A speaker may appear in only one domain (its recordings are used once). Images are drawn per class
-    without replacement from each source after a shuffle seeded by ``seed``.
+    A speaker may appear in only one domain (its recordings are used once); ``all+source`` domains share
+    the other speakers' recordings. Images are drawn per class without replacement from each source after
+    a shuffle seeded by ``seed``.
     """
     parsed = [parse_domain(d) for d in domains]
-    speakers = [s for s, _ in parsed]
-    if len(set(speakers)) != len(speakers):
-        raise DataError(f"domains {list(domains)}: a speaker may appear in only one domain")
     audio = audio_features(n_frames)
+    domain_rows = recordings_of(domains, audio)
     rng = np.random.default_rng(seed)
     queues: dict[str, list[list[int]]] = {}
     audio_rows, image_arrays, labels, names = [], [], [], []
-    for domain, (speaker, source) in sorted(zip(domains, parsed, strict=True)):
+    for domain, (_, source) in sorted(zip(domains, parsed, strict=True)):
         pool = image_features(source)
         if source not in queues:
             queues[source] = [list(rng.permutation(np.flatnonzero(pool["labels"] == c))) for c in range(10)]
-        rows = np.flatnonzero(audio["speaker"] == SPEAKERS.index(speaker))
-        for row in rows:
+        for row in domain_rows[domain]:
             digit = int(audio["digit"][row])
             if not queues[source][digit]:
                 raise DataError(

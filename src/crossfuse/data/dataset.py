@@ -46,6 +46,8 @@ class MultimodalDataset:
     objective
         ``'classification'`` (``labels`` are class indices) or ``'regression'`` (``labels`` are float
         targets, NaN where missing).
+    unread_domains
+        Domains of the data whose rows were not read (a run that does not use them never loads them).
     """
 
     name: str
@@ -57,6 +59,7 @@ class MultimodalDataset:
     class_names: list | None = None
     layouts: dict[str, str] = field(default_factory=dict)
     objective: str = "classification"
+    unread_domains: tuple[str, ...] = ()
 
     @property
     def n_classes(self) -> int:
@@ -84,22 +87,30 @@ class MultimodalDataset:
 
     @property
     def domain_names(self) -> list[str]:
-        return sorted(set(self.domains.tolist()))
+        return sorted(set(self.domains.tolist()) | set(self.unread_domains))
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def resolve_task(
-        self, task: str | None, source: Sequence[str] | None, target: Sequence[str] | None
+        self,
+        task: str | None,
+        source: Sequence[str] | None,
+        target: Sequence[str] | None,
+        require_target: bool = True,
     ) -> Task:
-        """The task to run: explicit ``source``/``target`` domains override the named ``task``."""
+        """The task to run: explicit ``source``/``target`` domains override the named ``task``.
+
+        ``require_target=False`` (domain generalisation) accepts a task without target domains: the
+        model is then trained and scored on the source domains alone.
+        """
         if task is not None and task not in self.tasks:
             known = ", ".join(sorted(self.tasks)) or "none"
             raise DataError(f"task {task!r}: not a task of dataset {self.name!r} (known: {known})")
         base = self.tasks.get(task or "default")
         chosen_source = tuple(source) if source else (base.source if base else ())
         chosen_target = tuple(target) if target else (base.target if base else ())
-        if not chosen_source or not chosen_target:
+        if not chosen_source or (require_target and not chosen_target):
             raise DataError(
                 f"dataset {self.name!r} has no default task: give --source and --target "
                 f"(domains: {', '.join(self.domain_names)})"
@@ -132,14 +143,26 @@ class TaskSplit:
     sample_domain: np.ndarray
 
 
+def hold_out(rng: np.random.Generator, rows: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded ``fraction`` of ``rows`` (at least one row when there are any) and the rest, each sorted."""
+    shuffled = rng.permutation(rows)
+    n_held = min(len(rows), max(1, int(round(fraction * len(rows)))))
+    return np.sort(shuffled[:n_held]), np.sort(shuffled[n_held:])
+
+
 def split_task(
     dataset: MultimodalDataset,
     task: Task,
     seed: int,
     val_fraction: float = 0.2,
     target_test_fraction: float = 0.5,
+    unseen_target: bool = False,
 ) -> TaskSplit:
     """Split the rows of ``task`` into the four sets a run uses.
+
+    With ``unseen_target`` (domain generalisation) no target row is trained on: the target training set is
+    empty and every target row (marked ``test``/``all`` when ``split.npy`` is given) is evaluated; a task
+    without target domains has no target rows at all.
 
     With ``dataset.split``: source rows marked ``train``/``all`` are labelled (a seeded ``val_fraction``
     of them held out for label-free model selection), target rows marked ``train``/``all`` are the
@@ -162,19 +185,31 @@ def split_task(
         labelled = labelled[dataset.labelled[labelled]]
         target_train = target_rows[np.isin(split[target_rows], ("train", "all"))]
         target_test = target_rows[np.isin(split[target_rows], ("test", "all"))]
+        if unseen_target:
+            target_train = target_rows[:0]
+    elif unseen_target:
+        labelled = source_rows[dataset.labelled[source_rows]]
+        target_train, target_test = target_rows[:0], target_rows
     else:
         labelled = source_rows[dataset.labelled[source_rows]]
         shuffled = rng.permutation(target_rows)
         n_test = max(1, int(round(target_test_fraction * len(shuffled))))
         target_test, target_train = np.sort(shuffled[:n_test]), np.sort(shuffled[n_test:])
-    shuffled = rng.permutation(labelled)
-    n_val = max(1, int(round(val_fraction * len(shuffled))))
-    source_val, source_train = np.sort(shuffled[:n_val]), np.sort(shuffled[n_val:])
-    for label, rows in (
-        ("source training", source_train),
-        ("target training", target_train),
-        ("target test", target_test),
-    ):
+    if unseen_target:  # DomainBed's training-domain validation: the same share of every source
+        parts = [
+            hold_out(rng, labelled[sample_domain[labelled] == i + 1], val_fraction)
+            for i in range(len(task.source))
+        ]
+        source_val = np.sort(np.concatenate([val for val, _ in parts]))
+        source_train = np.sort(np.concatenate([train for _, train in parts]))
+    else:
+        source_val, source_train = hold_out(rng, labelled, val_fraction)
+    needed = [("source training", source_train)]
+    if not unseen_target:
+        needed += [("target training", target_train), ("target test", target_test)]
+    elif task.target:
+        needed.append(("target test", target_test))
+    for label, rows in needed:
         if len(rows) == 0:
             raise DataError(
                 f"the {label} set of this task is empty: check the domains, split.npy and the labels "

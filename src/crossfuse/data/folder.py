@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,11 @@ MAX_AUTO_CLASSES = 50
 MAX_CHANNELS_LAST = 4
 
 
-def load_array(path: Path) -> np.ndarray:
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: missing file")
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as error:
         if "allow_pickle" in str(error):
             raise DataError(
@@ -105,9 +106,13 @@ def check_modality(name: str, array: np.ndarray, where: str, n: int | None = Non
     return single
 
 
-def read_modalities(root: str | Path, n: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_modalities(
+    root: str | Path, n: int | None = None, rows: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """``modalities/*.npy`` of a folder as float32 arrays, images channels first; also which modalities
-    were given channels last. ``n``, when known, is the number of rows every modality must have."""
+    were given channels last. ``n``, when known, is the number of rows every modality must have;
+    ``rows``, when given, the only rows read (the files are memory-mapped, so the others are never read
+    nor checked)."""
     modality_dir = Path(root) / "modalities"
     if not modality_dir.is_dir():
         raise DataError(f"{modality_dir}: missing folder (one <name>.npy per modality)")
@@ -119,7 +124,12 @@ def read_modalities(root: str | Path, n: int | None = None) -> tuple[dict[str, n
         name = file.stem
         if not MODALITY_NAME.fullmatch(name):
             raise DataError(f"{file}: modality name {name!r} must be letters, digits, '_' or '-'")
-        array = check_modality(name, load_array(file), str(file), n)
+        array = load_array(file, mmap=rows is not None)
+        if rows is not None:
+            if n is not None and len(array) != n:
+                raise DataError(f"{file}: modality {name!r} has {len(array)} samples but labels.npy has {n}")
+            array = np.asarray(array[rows])
+        array = check_modality(name, array, str(file), None if rows is not None else n)
         if array.ndim == 4 and image_layout(array.shape, f"{file}: modality {name!r}") == "channels_last":
             array, layouts[name] = to_channels_first(array), "channels_last"
         modalities[name] = array
@@ -204,8 +214,14 @@ def read_labels(
     return index, classes, "classification"
 
 
-def load_folder(path: str | Path, objective: str = "auto") -> MultimodalDataset:
+def load_folder(
+    path: str | Path, objective: str = "auto", domains: Collection[str] | None = None
+) -> MultimodalDataset:
     """Read and validate a bring-your-own-data folder (``objective``: see :func:`read_labels`).
+
+    With ``domains``, only the rows of those domains are read from the modality files (a run never
+    touches the rows of a domain it does not use: an unseen domain stays unseen); the classes are still
+    those of every row, so every such subset of a folder numbers the classes alike.
 
     Raises
     ------
@@ -220,13 +236,17 @@ def load_folder(path: str | Path, objective: str = "auto") -> MultimodalDataset:
     labels_path, domains_path, split_path = root / "labels.npy", root / "domains.npy", root / "split.npy"
     labels, classes, chosen = read_labels(labels_path, objective=objective)
     n = len(labels)
-    modalities, layouts = read_modalities(root, n)
     domains_raw = load_array(domains_path)
     if domains_raw.shape != (n,):
         raise DataError(
             f"{domains_path}: expected shape ({n},) to match {labels_path.name}, found {domains_raw.shape}"
         )
-    domains = as_domain_names(domains_raw, domains_path)
+    names = as_domain_names(domains_raw, domains_path)
+    rows, unread = None, ()
+    if domains is not None:
+        rows = np.flatnonzero(np.isin(names, list(domains)))
+        unread = tuple(sorted(set(names.tolist()) - set(domains)))
+    modalities, layouts = read_modalities(root, n, rows)
     split = None
     if split_path.exists():
         split = load_array(split_path)
@@ -238,14 +258,18 @@ def load_folder(path: str | Path, objective: str = "auto") -> MultimodalDataset:
         unknown = sorted(set(split.tolist()) - set(SPLIT_VALUES))
         if unknown:
             raise DataError(f"{split_path}: unknown split values {unknown} (use 'train', 'test', 'all')")
+    if rows is not None:
+        labels, names = labels[rows], names[rows]
+        split = None if split is None else split[rows]
     return MultimodalDataset(
         root.name,
         modalities,
         labels,
-        domains,
+        names,
         split,
         tasks={},
         class_names=classes,
         layouts=layouts,
         objective=chosen,
+        unread_domains=unread,
     )

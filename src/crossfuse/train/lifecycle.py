@@ -29,10 +29,13 @@ def start_method(
     source: Mapping[str, np.ndarray],
     target: Mapping[str, np.ndarray],
     seed: int,
+    n_source_domains: int = 1,
 ) -> None:
     """Everything before the first training step, in order: the model's input normalisation is fitted
-    on the source rows, the method sees the training rows (:meth:`TransferMethod.prepare`) and builds
-    its parameters on the model's feature sizes (:meth:`TransferMethod.setup`)."""
+    on the source rows, the method learns how many source domains there are, builds its parameters on the
+    model's feature sizes (:meth:`TransferMethod.setup`) and sees the training rows
+    (:meth:`TransferMethod.prepare`)."""
     model.fit_normalizers(source)
+    method.n_source_domains = n_source_domains
     method.setup(model, feature_dims(model, source))
     method.prepare(source, target, seed)

@@ -42,7 +42,10 @@ class TrainSettings:
     data sets still get enough updates. ``weight_averaging='ema'`` keeps an exponential moving average of
     the weights (``a <- ema_decay a + (1 - ema_decay) w`` after every step); each epoch is then scored,
     selected and kept on the averaged weights (Polyak averaging; SWAD, Cha et al., NeurIPS 2021, shows the
-    family's value under shift).
+    family's value under shift). ``weight_averaging='swa'`` keeps instead the uniform average of the
+    weights after every step from :data:`SWA_START` of the schedule on, ``a_n = a_{n-1} + (w - a_{n-1}) / n``
+    (stochastic weight averaging, Izmailov et al., UAI 2018, taken densely over steps as SWAD does). A run
+    that averages weights, like one that adapts, follows its whole schedule by default.
     """
 
     epochs: int = 40
@@ -55,6 +58,11 @@ class TrainSettings:
     early_stopping: bool | None = None
     weight_averaging: str = "none"
     ema_decay: float = 0.99
+
+
+WEIGHT_AVERAGING = ("none", "ema", "swa")
+#: Share of the schedule after which stochastic weight averaging starts.
+SWA_START = 0.25
 
 
 @dataclass
@@ -83,9 +91,11 @@ def device_of(module: nn.Module) -> torch.device:
 def predict(model: MultimodalModel, inputs: Arrays, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Predictions (class probabilities ``(N, C)``, or values ``(N, 1)`` for regression) and fused
     features ``(N, d)``, in evaluation mode."""
+    n = len(next(iter(inputs.values())))
+    if n == 0:
+        return np.zeros((0, model.n_outputs), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
     was_training = model.training
     model.eval()
-    n = len(next(iter(inputs.values())))
     device = device_of(model)
     probabilities, features = [], []
     for start in range(0, n, batch_size):
@@ -216,8 +226,10 @@ class Trainer:
         checkpoint_dir: Path | None = None,
         on_step: Callable[[int, int], None] | None = None,
         record_criteria: Mapping[str, SelectionCriterion] | None = None,
+        source_domains: np.ndarray | None = None,
     ) -> None:
         self.model, self.method, self.settings, self.seed = model, method, settings, seed
+        self.source_domains = None if source_domains is None else torch.from_numpy(source_domains)
         self.record_criteria = dict(record_criteria or {})
         self.source, self.source_val, self.target, self.target_test = source, source_val, target, target_test
         self.log, self.on_step = log, on_step
@@ -235,7 +247,9 @@ class Trainer:
         self.early_stopping = (
             settings.early_stopping
             if settings.early_stopping is not None
-            else not method.uses_target and model.modality_dropout == 0
+            else (method.stops_early if method.stops_early is not None else not method.uses_target)
+            and model.modality_dropout == 0
+            and settings.weight_averaging == "none"
         )
         n_source = len(source[1])
         self.n_target = len(next(iter(target.values())))
@@ -261,10 +275,14 @@ class Trainer:
         )
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
-        if settings.weight_averaging not in ("none", "ema"):
-            raise ConfigError(f"weight_averaging {settings.weight_averaging!r}: choose none or ema")
+        if settings.weight_averaging not in WEIGHT_AVERAGING:
+            raise ConfigError(
+                f"weight_averaging {settings.weight_averaging!r}: choose {', '.join(WEIGHT_AVERAGING)}"
+            )
+        if self.n_target == 0 and method.uses_target:
+            raise ConfigError(f"{type(method).__name__} trains on target rows, and there are none")
         self.average: dict[str, torch.Tensor] | None = None
-        if settings.weight_averaging == "ema":
+        if settings.weight_averaging != "none":
             self.average = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.checkpoint = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
 
@@ -302,6 +320,8 @@ class Trainer:
         """One optimisation step on the given global rows (this process takes its share); the loss."""
         rows = source_rows[self.rank :: self.world]
         target_rows = target_rows[self.rank :: self.world]
+        if self.source_domains is not None:
+            self.method.batch_source_domains = self.source_domains[rows].to(self.device)
         with batch_shard(self.rank, self.world):
             loss = self.forward(
                 to_tensors(self.source[0], rows.numpy(), self.device),
@@ -325,8 +345,18 @@ class Trainer:
 
     @torch.no_grad()
     def update_average(self) -> None:
-        """Exponential moving average of the weights, ``a <- d a + (1 - d) w`` (buffers are copied)."""
-        decay = self.settings.ema_decay
+        """The averaged weights after a step (buffers are copied): the exponential moving average
+        ``a <- d a + (1 - d) w``, or SWA's running mean ``a <- a + (w - a) / n`` over the steps since
+        :data:`SWA_START` of the schedule (before it, ``a = w``)."""
+        if self.settings.weight_averaging == "swa":
+            done = self.state.epoch * self.steps_per_epoch + self.state.step_in_epoch + 1
+            if done <= SWA_START * self.total_steps:
+                self.state.averaged, decay = 0, 0.0
+            else:
+                self.state.averaged += 1
+                decay = 1 - 1 / self.state.averaged
+        else:
+            decay = self.settings.ema_decay
         for key, value in self.model.state_dict().items():
             if value.is_floating_point() and key in self.average:
                 self.average[key].mul_(decay).add_(value, alpha=1 - decay)
@@ -417,7 +447,11 @@ class Trainer:
                 source_plan = epoch_plan(
                     len(self.source[1]), self.batch, self.steps_per_epoch, self.seed, epoch, 0
                 )
-                target_plan = epoch_plan(self.n_target, self.batch, self.steps_per_epoch, self.seed, epoch, 1)
+                target_plan = (
+                    epoch_plan(self.n_target, self.batch, self.steps_per_epoch, self.seed, epoch, 1)
+                    if self.n_target
+                    else torch.zeros((self.steps_per_epoch, 0), dtype=torch.long)
+                )
                 while state.step_in_epoch < self.steps_per_epoch:
                     if stop.received is not None:
                         state.seconds = time.perf_counter() - started
@@ -456,6 +490,7 @@ def train(
     checkpoint_dir: Path | None = None,
     on_step: Callable[[int, int], None] | None = None,
     record_criteria: Mapping[str, SelectionCriterion] | None = None,
+    source_domains: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``model`` with ``method``; leave in it the weights of the epoch that ``settings.selection``
     keeps.
@@ -464,6 +499,8 @@ def train(
     they never influence training or the choice of epoch. ``criterion`` is the selection criterion,
     already fitted; by default the one named by ``settings.selection``, fitted here on the training rows.
     ``record_criteria`` (fitted) are scored every epoch and recorded in the history, without steering.
+    ``source_domains`` gives each source row's domain index, which the method sees batch by batch
+    (``method.batch_source_domains``). ``target`` may have no rows for a method that does not use it.
 
     With ``checkpoint_dir``, a checkpoint is written there after every epoch and when SIGTERM or SIGINT
     arrives (then :class:`Interrupted` is raised); a checkpoint found there is resumed, and the result is
@@ -475,6 +512,6 @@ def train(
     """
     trainer = Trainer(
         model, method, source, source_val, target, target_test, settings, seed, log, criterion,
-        checkpoint_dir, on_step, record_criteria,
+        checkpoint_dir, on_step, record_criteria, source_domains,
     )  # fmt: skip
     return trainer.fit()

@@ -43,6 +43,8 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     best: BestEpoch = field(default_factory=BestEpoch)
+    #: Steps in the stochastic weight average so far.
+    averaged: int = 0
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-serialisable record (the best-epoch fields flattened beside the rest)."""
@@ -53,4 +55,4 @@ class TrainState:
     def from_record(cls, record: dict[str, Any]) -> TrainState:
         best = BestEpoch(record["best_score"], record["best_epoch"], record["stale"])
         plain = {k: record[k] for k in ("epoch", "step_in_epoch", "losses", "history", "seconds")}
-        return cls(**plain, best=best)
+        return cls(**plain, best=best, averaged=record.get("averaged", 0))

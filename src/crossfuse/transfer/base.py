@@ -83,8 +83,15 @@ class TransferMethod(nn.Module):
     encoding) and the logits; :meth:`StepOutputs.aligned_pairs` gives the spaces ``align`` names.
 
     Class attributes: ``uses_target`` (the step runs the model on the target batch; ``False`` for
-    methods that train on the source alone) and ``needs_target_shots`` (the run sets aside a few labelled
-    target rows for :meth:`after_training`).
+    methods that train on the source alone), ``needs_target_shots`` (the run sets aside a few labelled
+    target rows for :meth:`after_training`), ``domain_generalization`` (the method never sees a target
+    row before evaluation: no target training stream, every target row scored, ``--target`` optional) and
+    ``recipe`` (run settings the method changes unless the user sets them, e.g. ``{'weight_averaging':
+    'swa'}``).
+
+    Several source domains stay apart: ``n_source_domains`` is set before :meth:`setup`, and before each
+    step the trainer sets ``batch_source_domains``, the ``(B,)`` index (``0 .. n_source_domains - 1``) of
+    each source row's domain, in the order of ``--source`` (skada's ``sample_domain`` minus one).
 
     Parameters
     ----------
@@ -96,6 +103,13 @@ class TransferMethod(nn.Module):
 
     uses_target = True
     needs_target_shots = False
+    #: Whether training stops early when the selection score stalls; ``None``: when the method does not
+    #: use the target (a method with a schedule over the whole run, such as a warm-up, follows it).
+    stops_early: bool | None = None
+    domain_generalization = False
+    recipe: Mapping[str, object] = {}
+    n_source_domains = 1
+    batch_source_domains: torch.Tensor | None = None
     #: Whether the method's maths holds for a regression objective (and, if not, why).
     supports_regression = True
     regression_refusal = ""
