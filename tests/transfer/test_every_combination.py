@@ -32,7 +32,9 @@ def test_one_training_step(transfer, fusion):
         with pytest.raises(ConfigError, match=fusion):
             start_method(method, model, source, target, seed=0)
         return
-    start_method(method, model, source, target, seed=0)
+    # two source domains, so the domain-generalisation methods have differences to learn from
+    start_method(method, model, source, target, seed=0, n_source_domains=2)
+    method.batch_source_domains = torch.arange(16) % 2
     parameters = list(model.parameters()) + list(method.parameters())
     before = [p.detach().clone() for p in parameters]
     optimizer = torch.optim.Adam(parameters, lr=1e-2)

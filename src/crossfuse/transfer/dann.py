@@ -12,20 +12,22 @@ from crossfuse.transfer.gradient_reversal import dann_lambda, reverse_gradient
 
 
 class DomainClassifier(nn.Module):
-    """MLP ``d -> hidden -> hidden -> 1`` giving the logit of "this sample is from the target"."""
+    """MLP ``d -> hidden -> hidden -> 1`` giving the logit of "this sample is from the target" (or, with
+    ``outputs > 1``, one logit per domain)."""
 
-    def __init__(self, input_dim: int, hidden_dim: int = 64) -> None:
+    def __init__(self, input_dim: int, hidden_dim: int = 64, outputs: int = 1) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(input_dim, hidden_dim),
             nn.ReLU(),
             nn.Linear(hidden_dim, hidden_dim),
             nn.ReLU(),
-            nn.Linear(hidden_dim, 1),
+            nn.Linear(hidden_dim, outputs),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+        logits = self.net(x)
+        return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
 
 
 @TRANSFERS.register("dann")
