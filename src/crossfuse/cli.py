@@ -140,8 +140,8 @@ def run(
     weight_averaging: Annotated[
         str,
         typer.Option(
-            help="none, or ema: score and keep an exponential moving average of the weights."
-            + _default("weight_averaging")
+            help="none; ema: score and keep an exponential moving average of the weights; swa: their uniform "
+            "average over the last three quarters of the steps." + _default("weight_averaging")
         ),
     ] = None,
     ema_decay: Annotated[
@@ -341,31 +341,83 @@ def bench(
     robustness: Annotated[
         bool, typer.Option(help="Also measure every run under missing and noisy modalities.")
     ] = False,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="none, or leave-one-domain-out: each domain in turn is held out unseen and the runs train "
+            "on the others (default transfers: erm and every domain-generalisation method; fusion: late)."
+        ),
+    ] = "none",
+    domains: Annotated[
+        str,
+        typer.Option(
+            help="Leave-one-domain-out: comma-separated domains (default: all of a folder's); for av-digits "
+            "speakers (default) or image-sources."
+        ),
+    ] = None,
+    validation: Annotated[
+        str,
+        typer.Option(
+            help="Leave-one-domain-out: training-domain (each run picks its epoch on the sources), or "
+            "leave-one-source-out (also pick a method per held-out domain from extra runs that hold out "
+            "each source in turn)."
+        ),
+    ] = "training-domain",
 ) -> None:
     """Run a fusion x transfer x seed x task grid, then write results.csv and report.md with plots."""
     from dataclasses import replace
 
     from crossfuse.bench.grid import resolve_suite, run_grid, suite_settings
+    from crossfuse.bench.protocol import (
+        PROTOCOLS,
+        dg_methods,
+        held_out_domains,
+        leave_one_out_specs,
+        modality_count,
+        write_protocol,
+    )
     from crossfuse.bench.report import build_report
     from crossfuse.config import load_config
+    from crossfuse.errors import ConfigError
     from crossfuse.runner import check_names, task_name
 
-    specs = resolve_suite(
-        suite,
-        _split(fusions),
-        _split(transfers),
-        [int(s) for s in _split(seeds)] if seeds else None,
-        _split(tasks),
-    )
     given = {"data": data, "source": _split(source), "target": _split(target), "epochs": epochs}
     from_file = load_config(config, {}).model_dump(exclude_unset=True) if config is not None else {}
     base = suite_settings(suite) | from_file | {k: v for k, v in given.items() if v is not None}
-    if base.get("data", "av-digits") != "av-digits":
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
+    if protocol == "leave-one-domain-out":
+        held_out = held_out_domains(base.get("data", "av-digits"), _split(domains))
+        chosen = _split(transfers) or dg_methods()
+        if not transfers and modality_count(base.get("data", "av-digits")) < 2:
+            chosen = [m for m in chosen if m != "modality-dropout"]  # it needs two modalities
+        specs = leave_one_out_specs(
+            held_out,
+            _split(fusions) or ["late"],
+            chosen,
+            [int(s) for s in _split(seeds)] if seeds else [0, 1, 2],
+            validation,
+        )
+        write_protocol(out, protocol, held_out, validation)
+    else:
+        specs = resolve_suite(
+            suite,
+            _split(fusions),
+            _split(transfers),
+            [int(s) for s in _split(seeds)] if seeds else None,
+            _split(tasks),
+        )
+    if base.get("data", "av-digits") != "av-digits" and protocol == "none":
         # A folder has one task, the domains given: runs are named after it.
         name = task_name(load_config(None, base))
         specs = list({(s.fusion, s.transfer, s.seed): replace(s, task=name) for s in specs}.values())
     for spec in specs:  # refuse a bad name before any run starts
         check_names(load_config(None, dict(base, fusion=spec.fusion, transfer=spec.transfer)))
+        if spec.source and base.get("data", "av-digits") == "av-digits":
+            from crossfuse.data.avdigits import parse_domain
+
+            for domain in spec.source + spec.target:
+                parse_domain(domain)
     started = time.perf_counter()
     run_grid(specs, out, base, jobs=jobs, log=lambda line: typer.echo(line, err=True))
     if robustness:

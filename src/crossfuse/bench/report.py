@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from crossfuse.bench.grid import REQUIRED_COLUMNS  # noqa: E402
+from crossfuse.bench.protocol import held_out_section  # noqa: E402
 from crossfuse.errors import DataError  # noqa: E402
 
 GAIN_THRESHOLD = 0.02
@@ -201,6 +202,7 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
             f"{_pm(m['proxy_a_distance'], 1.0, 2)} | {np.nanmean(m['train_seconds']):.0f} | "
             f"{int(np.sum(m['flagged']))} |"
         )
+    lines += held_out_section(out, rows)
     regression = [key for key in sorted(summary) if not np.isnan(summary[key]["target_mae"]).all()]
     if regression:
         lines += [
