@@ -17,29 +17,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import rotate
-from sklearn.datasets import load_digits
+
+from crossfuse.data.public import digits_halves_arrays as digits_halves
 
 sys.path.insert(0, str(Path(__file__).parent))
 from two_moons import crossfuse_run  # noqa: E402
 
 METHODS = ["source-only", "finetune", "iw", "dann", "coral", "mmd", "mixup"]
-
-
-def digits_halves(angle_degrees: float = 10.0, noise: float = 1.0, seed: int = 0):
-    """``(left, right, labels, domains)``: a seeded half of the digits is the source, the other half,
-    rotated by ``angle_degrees`` with Gaussian pixel noise of std ``noise`` (pixels run 0-16), the target."""
-    digits = load_digits()
-    images = digits.images.astype(np.float64)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(images))
-    images, labels = images[order], digits.target[order]
-    n_source = len(images) // 2
-    target = rotate(images[n_source:], angle_degrees, axes=(1, 2), reshape=False, order=1)
-    target = np.clip(target + rng.normal(scale=noise, size=target.shape), 0, 16)
-    images = np.concatenate([images[:n_source], target])
-    domains = np.array(["original"] * n_source + ["rotated"] * (len(images) - n_source))
-    return images[:, :, :4], images[:, :, 4:], labels, domains
 
 
 def write_digits_halves(root: Path, layout: str = "vectors", seed: int = 0) -> Path:

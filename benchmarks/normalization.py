@@ -29,20 +29,11 @@ MODES = ["feature", "global", "auto"]
 
 
 def write_usps_mnist(root: Path, per_domain: int = 2000, seed: int = 0) -> Path:
-    """One modality ``pixels`` (N, 256) in [0, 1]: USPS (source) and MNIST's test set (target)."""
-    from crossfuse.data.image_sources import load_image_source
+    """The folder of :func:`crossfuse.data.public.usps_mnist`: one modality ``pixels`` (N, 256) in [0, 1],
+    USPS (source) and MNIST's test set (target)."""
+    from crossfuse.data.public import usps_mnist, write_folder
 
-    rng = np.random.default_rng(seed)
-    parts = []
-    for domain, sources in (("usps", ["usps"]), ("mnist", ["mnist-census", "mnist-hs"])):
-        images, labels = zip(*(load_image_source(s) for s in sources), strict=True)
-        images, labels = np.concatenate(images), np.concatenate(labels)
-        chosen = rng.permutation(len(labels))[:per_domain]
-        parts.append((images[chosen].reshape(len(chosen), -1), labels[chosen], [domain] * len(chosen)))
-    (root / "modalities").mkdir(parents=True, exist_ok=True)
-    np.save(root / "modalities" / "pixels.npy", np.concatenate([p[0] for p in parts]).astype(np.float32))
-    np.save(root / "labels.npy", np.concatenate([p[1] for p in parts]))
-    np.save(root / "domains.npy", np.array(sum((p[2] for p in parts), [])))
+    write_folder(usps_mnist(per_domain, seed), root)
     return root
 
 

@@ -17,23 +17,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import make_moons
+
+from crossfuse.data.public import two_moons, write_folder
 
 METHODS = ["source-only", "dann", "coral", "mmd", "mixup", "iw"]
 
 
 def write_two_moons(root: Path, n_per_domain: int = 600, angle_degrees: float = 35.0, seed: int = 0) -> Path:
-    """Write the folder: modality ``xy`` (N, 2), labels, domains ``source``/``target``."""
-    source, source_labels = make_moons(n_per_domain, noise=0.1, random_state=seed)
-    target, target_labels = make_moons(n_per_domain, noise=0.1, random_state=seed + 1)
-    theta = np.deg2rad(angle_degrees)
-    rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    centre = np.array([0.5, 0.25])
-    target = (target - centre) @ rotation.T + centre
-    (root / "modalities").mkdir(parents=True, exist_ok=True)
-    np.save(root / "modalities" / "xy.npy", np.concatenate([source, target]).astype(np.float32))
-    np.save(root / "labels.npy", np.concatenate([source_labels, target_labels]))
-    np.save(root / "domains.npy", np.array(["source"] * n_per_domain + ["target"] * n_per_domain))
+    """Write the folder of :func:`crossfuse.data.public.two_moons`: modality ``xy`` (N, 2), labels,
+    domains ``source``/``target``."""
+    write_folder(two_moons(n_per_domain, angle_degrees, seed), root)
     return root
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import crossfuse
-from crossfuse.bench.protocol import dg_methods, held_out_domains, modality_count
+from crossfuse.bench.grid import modality_count
+from crossfuse.bench.protocol import dg_methods, held_out_domains
 from crossfuse.config import load_config
 from crossfuse.runner import build_method, with_recipe
 from tests.conftest import write_folder

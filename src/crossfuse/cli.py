@@ -322,11 +322,23 @@ def export(
 
 @app.command()
 def bench(
-    suite: Annotated[str, typer.Option(help="quick or full.")] = "quick",
+    suite: Annotated[
+        str,
+        typer.Option(
+            help="quick, full, or one data set's suite: av-digits (its four tasks), two-moons, "
+            "digits-halves, usps-mnist (every adaptation method, late fusion, 3 seeds)."
+        ),
+    ] = "quick",
     out: Annotated[
         Path, typer.Option(help="Benchmark folder; rerunning with the same folder resumes.")
     ] = Path("runs/bench"),
-    data: Annotated[str, typer.Option(help="av-digits or a bring-your-own-data folder.")] = "av-digits",
+    data: Annotated[
+        str,
+        typer.Option(
+            help="av-digits, two-moons, digits-halves, usps-mnist or a bring-your-own-data folder "
+            "(default: the suite's, else av-digits)."
+        ),
+    ] = None,
     source: Annotated[str, typer.Option(help="Source domains (for a folder).")] = None,
     target: Annotated[str, typer.Option(help="Target domains (for a folder).")] = None,
     fusions: Annotated[str, typer.Option(help="Comma-separated fusions (default: the suite's).")] = None,
@@ -367,30 +379,32 @@ def bench(
     """Run a fusion x transfer x seed x task grid, then write results.csv and report.md with plots."""
     from dataclasses import replace
 
-    from crossfuse.bench.grid import resolve_suite, run_grid, suite_settings
+    from crossfuse.bench.grid import modality_count, resolve_suite, run_grid, suite_settings
     from crossfuse.bench.protocol import (
         PROTOCOLS,
         dg_methods,
         held_out_domains,
         leave_one_out_specs,
-        modality_count,
         write_protocol,
     )
     from crossfuse.bench.report import build_report
     from crossfuse.config import load_config
     from crossfuse.errors import ConfigError
-    from crossfuse.runner import check_names, task_name
+    from crossfuse.runner import check_names, is_named, task_name
 
     given = {"data": data, "source": _split(source), "target": _split(target), "epochs": epochs}
     from_file = load_config(config, {}).model_dump(exclude_unset=True) if config is not None else {}
     base = suite_settings(suite) | from_file | {k: v for k, v in given.items() if v is not None}
+    base.setdefault("data", "av-digits")
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
     if protocol == "leave-one-domain-out":
         held_out = held_out_domains(base.get("data", "av-digits"), _split(domains))
-        chosen = _split(transfers) or dg_methods()
-        if not transfers and modality_count(base.get("data", "av-digits")) < 2:
-            chosen = [m for m in chosen if m != "modality-dropout"]  # it needs two modalities
+        chosen = _split(transfers) or [
+            m
+            for m in dg_methods()  # those the data's modalities allow
+            if TRANSFERS[m].min_modalities <= modality_count(base.get("data", "av-digits"))
+        ]
         specs = leave_one_out_specs(
             held_out,
             _split(fusions) or ["late"],
@@ -407,7 +421,7 @@ def bench(
             [int(s) for s in _split(seeds)] if seeds else None,
             _split(tasks),
         )
-    if base.get("data", "av-digits") != "av-digits" and protocol == "none":
+    if not is_named(base.get("data", "av-digits")) and protocol == "none":
         # A folder has one task, the domains given: runs are named after it.
         name = task_name(load_config(None, base))
         specs = list({(s.fusion, s.transfer, s.seed): replace(s, task=name) for s in specs}.values())

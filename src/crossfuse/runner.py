@@ -44,6 +44,12 @@ def load_dataset(config: RunConfig) -> MultimodalDataset:
         if config.objective == "regression":
             raise ConfigError("objective 'regression': av-digits is a classification data set")
         return load_av_digits(config.task, config.source, config.target, seed=config.seed)
+    from crossfuse.data.public import PUBLIC_DATASETS
+
+    if config.data in PUBLIC_DATASETS:
+        if config.objective == "regression":
+            raise ConfigError(f"objective 'regression': {config.data} is a classification data set")
+        return PUBLIC_DATASETS[config.data]()
     from crossfuse.data.folder import load_folder
 
     named = (config.source or []) + (config.target or [])
@@ -142,13 +148,20 @@ def source_domain_index(dataset: MultimodalDataset, task: Task, rows: np.ndarray
     return np.array([order[name] for name in dataset.domains[rows]], dtype=np.int64)
 
 
+def is_named(data: str) -> bool:
+    """Whether ``data`` names a data set crossfuse builds (not a folder)."""
+    from crossfuse.data.public import NAMED_DATASETS
+
+    return data in NAMED_DATASETS
+
+
 def task_name(config: RunConfig) -> str:
     """The name a run's task goes by: the dataset's named task, or ``SOURCE-to-TARGET`` for domains given
     by hand (several joined by ``+``)."""
     if not config.source and not config.target:
         return config.task or "default"
     source = "+".join(config.source or ["default"])
-    target = "+".join(config.target or (["default"] if config.data == "av-digits" else ["none"]))
+    target = "+".join(config.target or (["default"] if is_named(config.data) else ["none"]))
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{source}-to-{target}")
 
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from crossfuse.bench import grid
-from crossfuse.bench.grid import RunSpec, resolve_suite, run_grid
+from crossfuse.bench.grid import RunSpec, resolve_suite, run_grid, suite_settings
 from crossfuse.errors import ConfigError
 
 
@@ -78,6 +78,20 @@ def test_suites():
     assert len(full) == len(FUSIONS) * len(adaptation) * 3 * 3
     assert {s.transfer for s in full} == adaptation and {s.fusion for s in full} == set(FUSIONS)
     assert resolve_suite("quick", ["lmf"], ["dann"], [5], None) == [RunSpec("default", "lmf", "dann", 5)]
+    moons = resolve_suite("two-moons", None, None, None, None)
+    assert {s.fusion for s in moons} == {"late"} and {s.seed for s in moons} == {0, 1, 2}
+    assert "dann" in {s.transfer for s in moons} and not {"mimicry", "correspondence"} & {
+        s.transfer for s in moons
+    }, "one modality: the cross-modal methods are left out"
+    halves = {s.transfer for s in resolve_suite("digits-halves", None, None, None, None)}
+    assert {"mimicry", "correspondence"} <= halves and "erm" not in halves
+    assert {s.task for s in resolve_suite("av-digits", None, None, None, None)} == {
+        "default",
+        "speakers",
+        "writers",
+        "sklearn",
+    }
+    assert suite_settings("usps-mnist")["data"] == "usps-mnist"
     with pytest.raises(ConfigError, match="suite 'huge'"):
         resolve_suite("huge", None, None, None, None)
 
@@ -114,3 +128,18 @@ def test_bench_command_applies_the_suite_settings(monkeypatch, capsys, tmp_path)
     with pytest.raises(SystemExit):
         main()
     assert seen[-1]["epochs"] == 3
+
+
+def test_a_data_set_suite_runs_on_its_named_data(monkeypatch, capsys, tmp_path):
+    from tests.test_cli import crossfuse
+
+    out = tmp_path / "moons"
+    code, _, _ = crossfuse(
+        monkeypatch, capsys, "bench", "--suite", "two-moons", "--transfers", "source-only",
+        "--seeds", "0", "--epochs", "1", "--jobs", "1", "--out", out,
+    )  # fmt: skip
+    assert code == 0
+    with open(out / "results.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["dataset"] == "two-moons" and row["task"] == "default" and row["target"] == "target"
+    assert row["source_domains"] == "source"

@@ -41,6 +41,22 @@ SUITES = {
         "settings": {},
     },
 }
+# One suite a data set, so that no default is tuned to one of them: every adaptation method the data's
+# modalities allow, late fusion, three seeds, label-free selection.
+DATASET_SUITES = {
+    "av-digits": ["default", "speakers", "writers", "sklearn"],
+    "two-moons": ["default"],
+    "digits-halves": ["default"],
+    "usps-mnist": ["default"],
+}
+for _name, _tasks in DATASET_SUITES.items():
+    SUITES[_name] = {
+        "fusions": ["late"],
+        "transfers": None,
+        "seeds": [0, 1, 2],
+        "tasks": _tasks,
+        "settings": {"data": _name},
+    }
 
 COLUMNS = [
     "task",
@@ -126,7 +142,9 @@ def _run_one(spec: RunSpec, base: dict[str, Any], run_dir: str) -> dict:
     values = dict(base, task=spec.task, fusion=spec.fusion, transfer=spec.transfer, seed=spec.seed)
     if spec.source:
         values |= {"source": list(spec.source), "target": list(spec.target)}
-    if values.get("data", "av-digits") != "av-digits" or spec.source:
+    from crossfuse.runner import is_named
+
+    if not is_named(values.get("data", "av-digits")) or spec.source:
         values.pop("task")
     config = load_config(None, values)
     lines: list[str] = []
@@ -174,6 +192,17 @@ def run_grid(
     return todo
 
 
+def modality_count(data: str) -> int:
+    """How many modalities a data set has (AV-Digits: audio and image), without loading a folder."""
+    from crossfuse.data.public import PUBLIC_DATASETS
+
+    if data == "av-digits":
+        return 2
+    if data in PUBLIC_DATASETS:
+        return len(PUBLIC_DATASETS[data]().modalities)
+    return len(list((Path(data) / "modalities").glob("*.npy")))
+
+
 def suite_settings(suite: str) -> dict[str, Any]:
     """Run settings a suite fixes (e.g. the quick suite's epoch cap). Every benchmark run records which
     epoch each label-free criterion would have chosen (the report's regret table)."""
@@ -192,7 +221,13 @@ def resolve_suite(
     from crossfuse.registry import FUSIONS, TRANSFERS
 
     chosen = SUITES[suite]
-    adaptation = [n for n in TRANSFERS.names() if not getattr(TRANSFERS[n], "domain_generalization", False)]
+    data = chosen["settings"].get("data", "av-digits")
+    adaptation = [
+        n
+        for n in TRANSFERS.names()
+        if not getattr(TRANSFERS[n], "domain_generalization", False)
+        and getattr(TRANSFERS[n], "min_modalities", 1) <= modality_count(data)
+    ]
     return grid(
         fusions or chosen["fusions"] or FUSIONS.names(),
         transfers or chosen["transfers"] or adaptation,

@@ -59,12 +59,18 @@ def folder_domains(data: str) -> list[str]:
 
 
 def held_out_domains(data: str, domains: list[str] | None) -> list[str]:
-    """The domains each held out in turn: those given, the AV-Digits family named, or all of a folder's."""
+    """The domains each held out in turn: those given, the AV-Digits family named, or all of a data set's
+    (a folder's or a named public one's)."""
+    from crossfuse.data.public import PUBLIC_DATASETS
+
     if data == "av-digits":
         if not domains or (len(domains) == 1 and domains[0] in ("speakers", "image-sources")):
             return av_digits_domains(domains[0] if domains else "speakers")
         return list(domains)
-    known = folder_domains(data)
+    if data in PUBLIC_DATASETS:
+        known = PUBLIC_DATASETS[data]().domain_names
+    else:
+        known = folder_domains(data)
     chosen = list(domains) if domains else known
     for name in chosen:
         if name not in known:
@@ -185,13 +191,6 @@ def held_out_table(rows: list[dict], domains: list[str]) -> dict[tuple[str, str]
         mean = (float(np.mean(complete)), float(np.std(complete))) if complete else None
         table[key] = {"cells": cells, "mean": mean, "seeds": len(complete)}
     return table
-
-
-def modality_count(data: str) -> int:
-    """How many modalities a data set has (AV-Digits: audio and image), without loading it."""
-    if data == "av-digits":
-        return 2
-    return len(list((Path(data) / "modalities").glob("*.npy")))
 
 
 def held_out_section(out: Path, rows: list[dict]) -> list[str]:

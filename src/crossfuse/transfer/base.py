@@ -107,6 +107,8 @@ class TransferMethod(nn.Module):
     #: use the target (a method with a schedule over the whole run, such as a warm-up, follows it).
     stops_early: bool | None = None
     domain_generalization = False
+    #: The fewest modalities the method's maths needs (suites leave it out on data with fewer).
+    min_modalities = 1
     recipe: Mapping[str, object] = {}
     n_source_domains = 1
     batch_source_domains: torch.Tensor | None = None

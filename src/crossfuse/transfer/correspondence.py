@@ -52,6 +52,8 @@ class ModalityCorrespondence(DANN):
         As for :class:`~crossfuse.transfer.dann.DANN`.
     """
 
+    min_modalities = 2
+
     supports_regression = True
 
     def __init__(

@@ -43,6 +43,8 @@ class CrossModalMimicry(TransferMethod):
         ``lambda_s`` and ``lambda_t``.
     """
 
+    min_modalities = 2
+
     supports_regression = False
     regression_refusal = "cross-modal mimicry matches class distributions; a regression has none"
 

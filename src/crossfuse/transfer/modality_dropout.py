@@ -19,6 +19,8 @@ class ModalityDropoutERM(ERM):
     2016, introduced the idea for gesture recognition). Needs two or more modalities.
     """
 
+    min_modalities = 2
+
     recipe = {"modality_dropout": 0.5}
 
     def setup(self, model: MultimodalModel, feature_dims: Mapping[str, int]) -> None:
