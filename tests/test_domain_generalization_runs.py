@@ -179,3 +179,18 @@ def test_leave_one_source_out_validation_runs_and_choice():
     assert choices[("late", "d")]["chosen"] == "erm"  # with d held out, coral-dg's inner runs score 0.6
     assert choices[("late", "a")]["chosen"] == "coral-dg"
     assert choices[("late", "a")]["scores"] == pytest.approx({"erm": 0.7, "coral-dg": 0.9})
+
+
+def test_the_protocol_runs_with_run_defaults_not_a_suite_cap(monkeypatch, capsys, domains_folder, tmp_path):
+    from crossfuse.bench import grid
+
+    seen = []
+    monkeypatch.setattr(grid, "_run_one", lambda spec, base, run_dir: seen.append(base) or {})
+    monkeypatch.setattr(grid, "write_results", lambda out: None)
+    monkeypatch.setattr("crossfuse.bench.report.build_report", lambda out: out / "report.md")
+    code, _, _ = run_cli(
+        monkeypatch, capsys, "bench", "--protocol", "leave-one-domain-out", "--data", domains_folder,
+        "--domains", "a,b", "--transfers", "erm", "--seeds", "0", "--jobs", "1", "--out", tmp_path / "b",
+    )  # fmt: skip
+    assert code == 0 and len(seen) == 2
+    assert "epochs" not in seen[0], "each run gets the run's default epochs"

@@ -394,7 +394,9 @@ def bench(
 
     given = {"data": data, "source": _split(source), "target": _split(target), "epochs": epochs}
     from_file = load_config(config, {}).model_dump(exclude_unset=True) if config is not None else {}
-    base = suite_settings(suite) | from_file | {k: v for k, v in given.items() if v is not None}
+    # the protocol has its own grid: a suite's settings (the quick suite's epoch cap) are not its own
+    fixed = suite_settings(suite) if protocol == "none" else {"record_selection": True}
+    base = fixed | from_file | {k: v for k, v in given.items() if v is not None}
     base.setdefault("data", "av-digits")
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
