@@ -56,16 +56,21 @@ def main() -> None:
     parser.add_argument("--fusion", default="late")
     parser.add_argument("--out", type=Path, default=Path("runs/world-size"))
     parser.add_argument("--threads-control", action="store_true")
+    parser.add_argument("--weight-averaging", default="none", help="none, ema or swa (every run)")
     args = parser.parse_args()
-    extra = ["--fusion", args.fusion]
-    print(f"AV-Digits default task, {args.fusion} fusion, default settings; 1 against {args.nproc} processes")
+    extra = ["--fusion", args.fusion, "--weight-averaging", args.weight_averaging]
+    print(
+        f"AV-Digits default task, {args.fusion} fusion, weight averaging {args.weight_averaging}, default "
+        f"settings otherwise; 1 against {args.nproc} processes"
+    )
     control = " 1 process, 2 threads | difference |" if args.threads_control else ""
     print(f"| transfer | seed | 1 process | {args.nproc} processes | difference |{control}")
     print("| --- | --- | --- | --- | --- |" + (" --- | --- |" if args.threads_control else ""))
     differences, control_differences = [], []
     for method in args.methods:
         for seed in args.seeds:
-            name = f"{args.fusion}-{method}-seed{seed}"
+            averaging = "" if args.weight_averaging == "none" else f"-{args.weight_averaging}"
+            name = f"{args.fusion}-{method}{averaging}-seed{seed}"
             one = run(method, seed, 1, args.out / f"{name}-w1", extra)
             many = run(method, seed, args.nproc, args.out / f"{name}-w{args.nproc}", extra)
             assert many["world_size"] == args.nproc, many["world_size"]

@@ -254,6 +254,27 @@ def test_help_lists_every_registered_name(monkeypatch, capsys):
     assert "default: 0.001" in out
 
 
+def test_help_reads_the_names_without_importing_torch():
+    import subprocess
+    import sys
+
+    from crossfuse.registry import FUSIONS, SELECTION_CRITERIA, TRANSFERS, Registry
+
+    for registry in (FUSIONS, TRANSFERS, SELECTION_CRITERIA):
+        fresh = Registry(registry.kind, registry.package, registry.group, registry.order)
+        assert fresh.listed_names() == registry.names()
+    code = (
+        "import sys\n"
+        "sys.argv = ['crossfuse', 'run', '--help']\n"
+        "from crossfuse.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'help imported torch'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "coral-dg" in done.stdout
+
+
 # --- using a trained model -------------------------------------------------------------------------
 
 

@@ -65,8 +65,9 @@ def _default(field: str) -> str:
     return f" (default: {RunConfig.model_fields[field].default})"
 
 
-def _names(registry) -> str:
-    return ", ".join(registry)
+def _names(names) -> str:
+    """A registry's names (read without importing its methods) or a plain list's, for help texts."""
+    return ", ".join(names.listed_names() if hasattr(names, "listed_names") else names)
 
 
 def _key_values(pairs: list[str] | None, option: str) -> dict:
@@ -85,7 +86,7 @@ def _key_values(pairs: list[str] | None, option: str) -> dict:
     return values
 
 
-from crossfuse.normalize import NORMALIZATIONS  # noqa: E402
+from crossfuse.config import NORMALIZATIONS  # noqa: E402
 from crossfuse.registry import FUSIONS, SELECTION_CRITERIA, TRANSFERS  # noqa: E402
 
 

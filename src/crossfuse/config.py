@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crossfuse.errors import ConfigError
 
+#: Input scalings (``--normalization``; :mod:`crossfuse.normalize` implements them).
+NORMALIZATIONS = ("auto", "feature", "global", "none")
+
 
 class RunConfig(BaseModel):
     """Everything that determines a run; unknown keys are refused."""

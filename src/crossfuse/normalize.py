@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-NORMALIZATIONS = ("auto", "feature", "global", "none")
+from crossfuse.config import NORMALIZATIONS  # the list lives where the command line reads it without torch
+
 #: No training value of a feature lands further than ``1 / SPIKE_FLOOR`` scales from its mean.
 SPIKE_FLOOR = 0.1
 

@@ -10,12 +10,18 @@ process (so bench workers see them too).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
+import re
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from crossfuse.errors import ConfigError
+
+#: A built-in's registration line, ``@TRANSFERS.register("dann")``.
+REGISTRATION = re.compile(r"""@[A-Z_]+\.register\(\s*["']([^"']+)["']\s*\)""")
 
 
 class Registry(Mapping[str, Any]):
@@ -74,8 +80,25 @@ class Registry(Mapping[str, Any]):
 
     def names(self) -> list[str]:
         self._load()
-        first = [n for n in self.order if n in self._entries]
-        return first + sorted(n for n in self._entries if n not in self.order)
+        return self._ordered(self._entries)
+
+    def _ordered(self, names) -> list[str]:
+        first = [n for n in self.order if n in names]
+        return first + sorted(n for n in names if n not in self.order)
+
+    def listed_names(self) -> list[str]:
+        """The names, without importing any method (for help texts: importing the built-ins would
+        import torch): read from the ``register("name")`` lines of the package's modules and from the
+        plug-ins' entry-point metadata. The same names as :meth:`names` once loaded."""
+        if self._loaded:
+            return self.names()
+        spec = importlib.util.find_spec(self.package)
+        found = set()
+        for folder in spec.submodule_search_locations or []:
+            for path in Path(folder).glob("[!_]*.py"):
+                found.update(REGISTRATION.findall(path.read_text()))
+        found.update(entry.name for entry in entry_points(group=self.group))
+        return self._ordered(found)
 
     def __getitem__(self, name: str) -> Any:
         self._load()
@@ -119,7 +142,27 @@ TRANSFERS = Registry(
     "transfer",
     "crossfuse.transfer",
     "crossfuse.transfers",
-    order=("source-only", "finetune", "iw", "dann", "coral", "mmd", "mixup"),
+    order=(
+        "source-only",
+        "finetune",
+        "iw",
+        "dann",
+        "coral",
+        "mmd",
+        "mixup",
+        "mcc",
+        "cdan",
+        "shot",
+        "mimicry",
+        "correspondence",
+        "m3sda",
+        "erm",
+        "coral-dg",
+        "dann-dg",
+        "mixup-dg",
+        "swa",
+        "modality-dropout",
+    ),  # fmt: skip
 )
 #: Label-free selection criteria (``crossfuse run --selection``), each a
 #: :class:`~crossfuse.selection.base.SelectionCriterion`.
