@@ -259,6 +259,10 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * settings.epochs
         self.device = device_of(model)
         self.labels = torch.from_numpy(source[1]).to(self.device)
+        # The training rows stay tensors on the training device for the whole run (on a CPU they share the
+        # arrays' memory): a step indexes them, with no numpy round trip.
+        self.source_rows = to_tensors(source[0], device=self.device)
+        self.target_rows = to_tensors(target, device=self.device)
         self.objective = TrainingObjective(model, method)
         self.forward = (
             DistributedDataParallel(
@@ -324,9 +328,9 @@ class Trainer:
             self.method.batch_source_domains = self.source_domains[rows].to(self.device)
         with batch_shard(self.rank, self.world):
             loss = self.forward(
-                to_tensors(self.source[0], rows.numpy(), self.device),
+                {m: x[rows.to(self.device)] for m, x in self.source_rows.items()},
                 self.labels[rows.to(self.device)],
-                to_tensors(self.target, target_rows.numpy(), self.device),
+                {m: x[target_rows.to(self.device)] for m, x in self.target_rows.items()},
                 progress,
             )
         if not torch.isfinite(loss):
