@@ -285,3 +285,21 @@ def test_shot_adapts_on_target_alone_and_keeps_the_head():
     assert all(torch.equal(head[k], v) for k, v in model.head.state_dict().items())
     assert any(not torch.equal(encoder[k], v) for k, v in model.encoders.state_dict().items())
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_importance_weights_are_computed_once_per_row_and_looked_up():
+    from crossfuse.transfer.importance_weighting import ImportanceWeighting
+
+    rng = np.random.default_rng(0)
+    source = {"x": rng.normal(size=(50, 4)).astype(np.float32)}
+    target = {"x": (rng.normal(size=(50, 4)) + 0.7).astype(np.float32)}
+    method = ImportanceWeighting()
+    method.prepare(source, target, seed=0)
+    rows = torch.tensor([3, 17, 17, 42, 0])
+    batch = {"x": torch.from_numpy(source["x"][rows.numpy()])}
+    method.batch_source_rows = rows
+    looked_up = method.source_weights(batch)
+    method.batch_source_rows = None
+    computed = method.source_weights(batch)
+    assert torch.allclose(looked_up, computed)
+    assert not torch.allclose(looked_up, torch.ones(5)), "the shift gives unequal weights"

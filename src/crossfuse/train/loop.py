@@ -324,6 +324,7 @@ class Trainer:
         """One optimisation step on the given global rows (this process takes its share); the loss."""
         rows = source_rows[self.rank :: self.world]
         target_rows = target_rows[self.rank :: self.world]
+        self.method.batch_source_rows = rows
         if self.source_domains is not None:
             self.method.batch_source_domains = self.source_domains[rows].to(self.device)
         with batch_shard(self.rank, self.world):

@@ -91,7 +91,8 @@ class TransferMethod(nn.Module):
 
     Several source domains stay apart: ``n_source_domains`` is set before :meth:`setup`, and before each
     step the trainer sets ``batch_source_domains``, the ``(B,)`` index (``0 .. n_source_domains - 1``) of
-    each source row's domain, in the order of ``--source`` (skada's ``sample_domain`` minus one).
+    each source row's domain, in the order of ``--source`` (skada's ``sample_domain`` minus one), and
+    ``batch_source_rows``, the batch's row indices into the source training rows.
 
     Parameters
     ----------
@@ -112,6 +113,8 @@ class TransferMethod(nn.Module):
     recipe: Mapping[str, object] = {}
     n_source_domains = 1
     batch_source_domains: torch.Tensor | None = None
+    #: The indices, into the source training rows, of this step's source batch (set by the trainer).
+    batch_source_rows: torch.Tensor | None = None
     #: Whether the method's maths holds for a regression objective (and, if not, why).
     supports_regression = True
     regression_refusal = ""

@@ -33,15 +33,21 @@ class ImportanceWeighting(TransferMethod):
     def __init__(self, max_weight: float = 10.0, flatten: float = 1.0) -> None:
         super().__init__()
         self.estimator = DensityRatio(max_weight=max_weight, flatten=flatten)
+        self.row_weights: torch.Tensor | None = None
 
     def prepare(
         self, source: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray], seed: int = 0
     ) -> None:
-        """Fit the density ratio on the training rows (``seed`` drives its randomised PCA)."""
+        """Fit the density ratio on the training rows (``seed`` drives its randomised PCA) and weigh every
+        source training row once, so that a step only looks its rows' weights up."""
         self.estimator.seed = seed
         self.estimator.fit(source, target)
+        self.row_weights = torch.from_numpy(self.estimator.weights(source)).float()
 
     def source_weights(self, source: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        arrays = {m: x.cpu().numpy() for m, x in source.items()}
         device = next(iter(source.values())).device
+        rows, n = self.batch_source_rows, len(next(iter(source.values())))
+        if self.row_weights is not None and rows is not None and len(rows) == n:
+            return self.row_weights[rows.cpu()].to(device)
+        arrays = {m: x.cpu().numpy() for m, x in source.items()}  # a batch not drawn by the trainer
         return torch.from_numpy(self.estimator.weights(arrays)).float().to(device)
