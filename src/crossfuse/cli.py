@@ -365,7 +365,7 @@ def bench(
         str,
         typer.Option(
             help="Leave-one-domain-out: comma-separated domains (default: all of a folder's); for av-digits "
-            "speakers (default) or image-sources."
+            "speakers (default), image-sources, or both (four speakers, each with its own image source)."
         ),
     ] = None,
     validation: Annotated[

@@ -39,7 +39,8 @@ def dg_methods() -> list[str]:
 
 def av_digits_domains(choice: str) -> list[str]:
     """``speakers``: each speaker with MNIST Census-employee digits (the image source held fixed);
-    ``image-sources``: each image source with a share of every speaker (the speakers held fixed)."""
+    ``image-sources``: each image source with a share of every speaker (the speakers held fixed);
+    ``both``: four speakers each with its own image source, so a held-out domain is new in both."""
     from crossfuse.data.avdigits import ALL_SPEAKERS, SPEAKERS
     from crossfuse.data.image_sources import IMAGE_SOURCES
 
@@ -47,7 +48,9 @@ def av_digits_domains(choice: str) -> list[str]:
         return [f"{speaker}+mnist-census" for speaker in SPEAKERS]
     if choice == "image-sources":
         return [f"{ALL_SPEAKERS}+{source}" for source in IMAGE_SOURCES]
-    raise ConfigError(f"--domains {choice!r}: for av-digits give speakers, image-sources or a list")
+    if choice == "both":
+        return [f"{speaker}+{source}" for speaker, source in zip(SPEAKERS, IMAGE_SOURCES, strict=False)]
+    raise ConfigError(f"--domains {choice!r}: for av-digits give speakers, image-sources, both or a list")
 
 
 def folder_domains(data: str) -> list[str]:
@@ -64,7 +67,7 @@ def held_out_domains(data: str, domains: list[str] | None) -> list[str]:
     from crossfuse.data.public import PUBLIC_DATASETS
 
     if data == "av-digits":
-        if not domains or (len(domains) == 1 and domains[0] in ("speakers", "image-sources")):
+        if not domains or (len(domains) == 1 and domains[0] in ("speakers", "image-sources", "both")):
             return av_digits_domains(domains[0] if domains else "speakers")
         return list(domains)
     if data in PUBLIC_DATASETS:
