@@ -136,7 +136,7 @@ def test_moment_distance_by_hand_and_m3sda_uses_each_source_domain():
     found = moment_distance([torch.from_numpy(s) for s in sources], torch.from_numpy(target))
     assert float(found) == pytest.approx(expected, rel=1e-10)
 
-    method = MomentMatching()
+    method = MomentMatching(warmup=False)
     method.n_source_domains = 3
     method.batch_source_domains = torch.tensor([0] * 5 + [1] * 5 + [2] * 5)
     joined = torch.from_numpy(np.vstack(sources))
@@ -145,6 +145,11 @@ def test_moment_distance_by_hand_and_m3sda_uses_each_source_domain():
     method.batch_source_domains = None  # pooled: one source, no source-source term
     pooled = float(moment_distance([joined], torch.from_numpy(target)))
     assert float(method.alignment_loss(outputs, 0.5)) == pytest.approx(pooled, rel=1e-10)
+    from crossfuse.transfer.gradient_reversal import dann_lambda
+
+    ramped = MomentMatching()
+    ramped.batch_source_domains = None
+    assert float(ramped.alignment_loss(outputs, 0.3)) == pytest.approx(dann_lambda(0.3) * pooled, rel=1e-10)
 
 
 @pytest.mark.parametrize("name", ["coral-dg", "dann-dg", "mixup-dg"])
