@@ -331,7 +331,10 @@ class Trainer:
             loss = self.forward(
                 {m: x[rows.to(self.device)] for m, x in self.source_rows.items()},
                 self.labels[rows.to(self.device)],
-                {m: x[target_rows.to(self.device)] for m, x in self.target_rows.items()},
+                # a method that trains on the source alone gets no target rows: nothing to gather
+                {m: x[target_rows.to(self.device)] for m, x in self.target_rows.items()}
+                if self.method.uses_target
+                else {m: x[:0] for m, x in self.target_rows.items()},
                 progress,
             )
         if not torch.isfinite(loss):
