@@ -194,3 +194,19 @@ def test_the_protocol_runs_with_run_defaults_not_a_suite_cap(monkeypatch, capsys
     )  # fmt: skip
     assert code == 0 and len(seen) == 2
     assert "epochs" not in seen[0], "each run gets the run's default epochs"
+
+
+def test_a_finished_generalisation_run_finds_its_split_again(domains_folder, tmp_path):
+    from crossfuse.robustness_report import measure_run
+    from crossfuse.runner import prepare_task
+
+    config = load_config(
+        None,
+        {"data": str(domains_folder), "source": ["a", "b"], "target": ["c"], "transfer": "erm", "epochs": 1},
+    )
+    _, _, split = prepare_task(config)
+    assert len(split.target_train) == 0 and len(split.target_test) == 60, "every target row scored"
+    crossfuse.run(config, tmp_path / "erm", log=lambda _: None)
+    result = measure_run(tmp_path / "erm")
+    metrics = json.loads((tmp_path / "erm" / "metrics.json").read_text())
+    assert result["clean"] == pytest.approx(metrics["target_accuracy"])

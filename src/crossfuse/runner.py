@@ -96,10 +96,16 @@ def choose_shots(rows: np.ndarray, labels: np.ndarray, per_class: int, seed: int
     return np.sort(np.concatenate(chosen))
 
 
-def prepare_task(config: RunConfig, unseen_target: bool = False) -> tuple[MultimodalDataset, Task, TaskSplit]:
+def prepare_task(
+    config: RunConfig, unseen_target: bool | None = None
+) -> tuple[MultimodalDataset, Task, TaskSplit]:
     """The dataset of ``config`` (only its chosen ``modalities``, when given), its task and the seeded
     split of its rows; ``unseen_target`` for a domain-generalisation method (no target row is trained on,
-    and the task may have no target domain)."""
+    and the task may have no target domain), by default what ``config``'s transfer method declares, so
+    that a finished run's split is found again (robustness, feature pictures)."""
+    if unseen_target is None:
+        method = TRANSFERS.get_or_refuse(config.transfer, "transfer")
+        unseen_target = bool(getattr(method, "domain_generalization", False))
     dataset = load_dataset(config)
     if config.modalities:
         unknown = sorted(set(config.modalities) - set(dataset.modalities))
