@@ -380,7 +380,7 @@ def bench(
     """Run a fusion x transfer x seed x task grid, then write results.csv and report.md with plots."""
     from dataclasses import replace
 
-    from crossfuse.bench.grid import modality_count, resolve_suite, run_grid, suite_settings
+    from crossfuse.bench.grid import resolve_suite, run_grid, suite_settings, usable_methods
     from crossfuse.bench.protocol import (
         PROTOCOLS,
         dg_methods,
@@ -402,12 +402,8 @@ def bench(
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
     if protocol == "leave-one-domain-out":
-        held_out = held_out_domains(base.get("data", "av-digits"), _split(domains))
-        chosen = _split(transfers) or [
-            m
-            for m in dg_methods()  # those the data's modalities allow
-            if TRANSFERS[m].min_modalities <= modality_count(base.get("data", "av-digits"))
-        ]
+        held_out = held_out_domains(base["data"], _split(domains))
+        chosen = _split(transfers) or usable_methods(dg_methods(), base["data"])
         specs = leave_one_out_specs(
             held_out,
             _split(fusions) or ["late"],

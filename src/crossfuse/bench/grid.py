@@ -203,6 +203,14 @@ def modality_count(data: str) -> int:
     return len(list((Path(data) / "modalities").glob("*.npy")))
 
 
+def usable_methods(names: list[str], data: str) -> list[str]:
+    """The methods of ``names`` whose maths the data set's modalities allow (``min_modalities``)."""
+    from crossfuse.registry import TRANSFERS
+
+    count = modality_count(data)
+    return [n for n in names if TRANSFERS[n].min_modalities <= count]
+
+
 def suite_settings(suite: str) -> dict[str, Any]:
     """Run settings a suite fixes (e.g. the quick suite's epoch cap). Every benchmark run records which
     epoch each label-free criterion would have chosen (the report's regret table)."""
@@ -221,13 +229,8 @@ def resolve_suite(
     from crossfuse.registry import FUSIONS, TRANSFERS
 
     chosen = SUITES[suite]
-    data = chosen["settings"].get("data", "av-digits")
-    adaptation = [
-        n
-        for n in TRANSFERS.names()
-        if not getattr(TRANSFERS[n], "domain_generalization", False)
-        and getattr(TRANSFERS[n], "min_modalities", 1) <= modality_count(data)
-    ]
+    adaptation = [n for n in TRANSFERS.names() if not TRANSFERS[n].domain_generalization]
+    adaptation = usable_methods(adaptation, chosen["settings"].get("data", "av-digits"))
     return grid(
         fusions or chosen["fusions"] or FUSIONS.names(),
         transfers or chosen["transfers"] or adaptation,

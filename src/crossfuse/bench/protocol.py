@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -111,18 +112,11 @@ def leave_one_out_specs(
     if validation == "leave-one-source-out":
         from crossfuse.registry import TRANSFERS
 
-        for d in domains:
-            for v in domains:
-                rest = tuple(x for x in domains if x not in (d, v))
-                if v == d or not rest:
-                    continue
-                for f in fusions:
-                    for m in transfers:
-                        if getattr(TRANSFERS[m], "min_source_domains", 1) > len(rest):
-                            continue
-                        for s in seeds:
-                            name = f"{fold_name(d)}-val-{fold_name(v)[len('heldout-') :]}"
-                            specs.append(RunSpec(name, f, m, s, source=rest, target=(v,)))
+        for d, v, f, m, s in product(domains, domains, fusions, transfers, seeds):
+            rest = tuple(x for x in domains if x not in (d, v))
+            if v != d and rest and getattr(TRANSFERS[m], "min_source_domains", 1) <= len(rest):
+                name = f"{fold_name(d)}-val-{fold_name(v)[len('heldout-') :]}"
+                specs.append(RunSpec(name, f, m, s, source=rest, target=(v,)))
     return specs
 
 

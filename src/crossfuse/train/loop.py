@@ -263,6 +263,7 @@ class Trainer:
         # arrays' memory): a step indexes them, with no numpy round trip.
         self.source_rows = to_tensors(source[0], device=self.device)
         self.target_rows = to_tensors(target, device=self.device)
+        self.no_target_rows = {m: x[:0] for m, x in self.target_rows.items()}
         self.objective = TrainingObjective(model, method)
         self.forward = (
             DistributedDataParallel(
@@ -334,7 +335,7 @@ class Trainer:
                 # a method that trains on the source alone gets no target rows: nothing to gather
                 {m: x[target_rows.to(self.device)] for m, x in self.target_rows.items()}
                 if self.method.uses_target
-                else {m: x[:0] for m, x in self.target_rows.items()},
+                else self.no_target_rows,
                 progress,
             )
         if not torch.isfinite(loss):

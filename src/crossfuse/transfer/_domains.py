@@ -42,12 +42,6 @@ class SourceDomainsMethod(TransferMethod):
                 "domains, or use erm)"
             )
 
-    def source_domains(self, n: int, device: torch.device) -> torch.Tensor:
-        """The ``(n,)`` domain index of each row of this step's source batch."""
-        if self.batch_source_domains is None or self.batch_source_domains.shape[0] != n:
-            return torch.zeros(n, dtype=torch.long, device=device)
-        return self.batch_source_domains.to(device)
-
     def source_outputs(self, model: MultimodalModel, source: Mapping[str, torch.Tensor]) -> StepOutputs:
         """The model's features and logits on the source batch (the target parts are empty)."""
         empty = {m: x[:0] for m, x in source.items()}

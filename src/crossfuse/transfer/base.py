@@ -125,6 +125,13 @@ class TransferMethod(nn.Module):
             raise ConfigError(f"align {align!r}: choose from {', '.join(ALIGN_CHOICES)}")
         self.align, self.weight = align, weight
 
+    def source_domains(self, n: int, device: torch.device) -> torch.Tensor:
+        """The ``(n,)`` domain index of each row of this step's source batch (all 0 for a batch the
+        trainer did not draw, e.g. in a test)."""
+        if self.batch_source_domains is None or self.batch_source_domains.shape[0] != n:
+            return torch.zeros(n, dtype=torch.long, device=device)
+        return self.batch_source_domains.to(device)
+
     def prepare(self, source: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray], seed: int) -> None:
         """See the training rows' inputs (source and target, no labels) once before training."""
 

@@ -54,10 +54,7 @@ class MomentMatching(TransferMethod):
         self.warmup = warmup
 
     def alignment_loss(self, outputs: StepOutputs, progress: float) -> torch.Tensor:
-        n = outputs.source_logits.shape[0]
-        domains = self.batch_source_domains
-        if domains is None or domains.shape[0] != n:
-            domains = torch.zeros(n, dtype=torch.long, device=outputs.source_logits.device)
+        domains = self.source_domains(outputs.source_logits.shape[0], outputs.source_logits.device)
         losses = []
         for source, target in outputs.aligned_pairs(self.align).values():
             groups = domain_groups(source, domains, self.n_source_domains, min_rows=1)
