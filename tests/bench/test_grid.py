@@ -143,3 +143,11 @@ def test_a_data_set_suite_runs_on_its_named_data(monkeypatch, capsys, tmp_path):
         (row,) = list(csv.DictReader(handle))
     assert row["dataset"] == "two-moons" and row["task"] == "default" and row["target"] == "target"
     assert row["source_domains"] == "source"
+
+
+def test_processes_start_with_the_runs_that_follow_their_whole_schedule():
+    specs = grid.grid(["early", "late"], ["source-only", "dann"], [0], ["default"])
+    ordered = grid.longest_first(specs)
+    assert [s.transfer for s in ordered] == ["dann", "dann", "source-only", "source-only"]
+    assert [s.fusion for s in ordered] == ["early", "late", "early", "late"]  # grid order otherwise
+    assert sorted(ordered, key=lambda s: s.name) == sorted(specs, key=lambda s: s.name)

@@ -115,3 +115,40 @@ def test_each_recorded_criterion_chooses_its_own_epoch():
     # source-val: 0.996 is within one standard error (0.0046) of 1.0, so the later epoch 3 is kept
     assert choices["source-val"] == {"epoch": 3, "target_accuracy": 0.75}
     assert choices["entropy"] == {"epoch": 2, "target_accuracy": 0.80}
+
+
+@pytest.mark.parametrize("scored_rows", ["same", "other"])
+def test_the_target_rows_are_predicted_once_an_epoch_when_they_are_the_scored_rows(monkeypatch, scored_rows):
+    from crossfuse.model import build_model
+    from crossfuse.train import loop
+    from crossfuse.transfer import SourceOnly
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    target = rng.normal(size=(40, 3)).astype(np.float32)
+    scored = target.copy() if scored_rows == "same" else target[::-1].copy()
+    target_labels = (scored[:, 0] > 0).astype(int)
+    calls = []
+    original = loop.predict
+
+    def counting(model, inputs, batch_size=512):
+        calls.append(len(next(iter(inputs.values()))))
+        return original(model, inputs, batch_size)
+
+    monkeypatch.setattr(loop, "predict", counting)
+    entropy = SELECTION_CRITERIA["entropy"]()
+    model = build_model({"x": (3,)}, 2, "late", hidden_dim=8)
+    settings = loop.TrainSettings(epochs=2, selection="entropy", min_steps_per_epoch=1, early_stopping=False)
+    trainer = loop.Trainer(
+        model, SourceOnly(), ({"x": x}, y), ({"x": x}, y), {"x": target}, ({"x": scored}, target_labels),
+        settings, seed=0, log=lambda _: None, criterion=entropy, record_criteria={"entropy": entropy},
+    )  # fmt: skip
+    result = trainer.fit()
+    # each epoch: the validation rows, then the target rows once (criterion, recorder and, when they are
+    # the same rows, the oracle's score); other scored rows cost one more prediction
+    per_epoch = [60, 40] if scored_rows == "same" else [60, 40, 40]
+    assert calls == per_epoch * 2
+    kept = result.history[result.best_epoch - 1]
+    probabilities = original(model, {"x": scored})[0]  # the model holds the kept epoch's weights
+    assert kept["target_accuracy"] == pytest.approx(float((probabilities.argmax(1) == target_labels).mean()))

@@ -182,6 +182,7 @@ def run_grid(
             log(f"[{i}/{len(todo)}] {spec.name}: {outcome(metrics)}")
         return todo
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    todo = longest_first(todo)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(_run_one, s, base, str(out / "runs" / s.name)): s for s in todo}
         for i, future in enumerate(as_completed(futures), 1):
@@ -190,6 +191,19 @@ def run_grid(
             write_results(out)
             log(f"[{i}/{len(todo)}] {spec.name}: {outcome(metrics)}")
     return todo
+
+
+def longest_first(specs: list[RunSpec]) -> list[RunSpec]:
+    """The runs that follow their whole schedule (adaptation) before those that may stop early
+    (source-only), grid order otherwise: the longest runs first, so that the processes finish together
+    rather than one waiting on a long last run. A run's result does not depend on when it runs."""
+    from crossfuse.registry import TRANSFERS
+
+    def stops_early(spec: RunSpec) -> bool:
+        method = TRANSFERS[spec.transfer]
+        return method.stops_early if method.stops_early is not None else not method.uses_target
+
+    return sorted(specs, key=stops_early)
 
 
 def modality_count(data: str) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from crossfuse.encoders.max_pool import MaxPool2x2
 from crossfuse.parallel.dropout import ShardDropout
 
 
@@ -11,7 +12,9 @@ class ImageEncoder(nn.Module):
 
     Two blocks of 3x3 convolution + ReLU + 2x2 max-pooling (``C -> 16 -> 32`` channels: enough for
     digit-sized images and cheap on a CPU), an adaptive average pool to 4x4 (so any image size works;
-    pooling rounds up, so a side of 1 stays 1), then ``ReLU(W vec(h) + b)`` to ``output_dim``.
+    pooling rounds up, so a side of 1 stays 1), then ``ReLU(W vec(h) + b)`` to ``output_dim``. Pooling
+    comes before the ReLU, which is the same function (``max`` and ``ReLU`` commute, and so do their
+    gradients) on a quarter of the elements.
     """
 
     def __init__(self, in_channels: int, output_dim: int = 64, dropout: float = 0.1) -> None:
@@ -19,11 +22,11 @@ class ImageEncoder(nn.Module):
         self.output_dim = output_dim
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, 16, kernel_size=3, padding=1),
+            MaxPool2x2(),
             nn.ReLU(),
-            nn.MaxPool2d(2, ceil_mode=True),
             nn.Conv2d(16, 32, kernel_size=3, padding=1),
+            MaxPool2x2(),
             nn.ReLU(),
-            nn.MaxPool2d(2, ceil_mode=True),
             nn.AdaptiveAvgPool2d(4),
         )
         self.project = nn.Sequential(

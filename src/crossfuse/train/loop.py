@@ -83,6 +83,13 @@ def to_tensors(
     }
 
 
+def same_rows(a: Arrays, b: Arrays) -> bool:
+    """Whether two sets of modality arrays hold the same rows, in the same order."""
+    return a.keys() == b.keys() and all(
+        a[m].shape == b[m].shape and np.array_equal(a[m], b[m], equal_nan=a[m].dtype.kind == "f") for m in a
+    )
+
+
 def device_of(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
@@ -232,6 +239,9 @@ class Trainer:
         self.source_domains = None if source_domains is None else torch.from_numpy(source_domains)
         self.record_criteria = dict(record_criteria or {})
         self.source, self.source_val, self.target, self.target_test = source, source_val, target, target_test
+        # Transductive adaptation scores the rows it adapts to: predict them once an epoch, not twice.
+        self.target_is_test = target_test is not None and same_rows(target, target_test[0])
+        self.epoch_target_outputs: np.ndarray | None = None
         self.log, self.on_step = log, on_step
         self.regression = model.objective.kind == "regression"
         if criterion is None:
@@ -372,10 +382,16 @@ class Trainer:
             else:
                 self.average[key] = value.detach().clone()
 
+    def target_outputs(self) -> np.ndarray:
+        """This epoch's predictions on the unlabelled target rows (computed once an epoch)."""
+        if self.epoch_target_outputs is None:
+            self.epoch_target_outputs = predict(self.model, self.target)[0]
+        return self.epoch_target_outputs
+
     def evidence(self) -> Evidence:
         """What the criterion scores this epoch's model on (never a target label)."""
         val_probabilities, _ = predict(self.model, self.source_val[0])
-        target_probabilities = predict(self.model, self.target)[0] if self.criterion.needs_target else None
+        target_probabilities = self.target_outputs() if self.criterion.needs_target else None
         return Evidence(
             val_probabilities,
             self.source_val[1],
@@ -403,9 +419,7 @@ class Trainer:
             return {}
         target = None
         if any(c.needs_target for c in self.record_criteria.values()):
-            target = evidence.target_probabilities
-            if target is None:
-                target = predict(self.model, self.target)[0]
+            target = self.target_outputs()
         return {
             name: float(
                 criterion.score(
@@ -416,6 +430,7 @@ class Trainer:
         }
 
     def score_epoch(self, epoch: int) -> bool:
+        self.epoch_target_outputs = None
         evidence = self.evidence()
         score = self.criterion.score(evidence)
         recorded = self.recorded_scores(evidence)
@@ -427,7 +442,9 @@ class Trainer:
         if recorded:
             record["criteria"] = recorded
         if self.target_test is not None and has_labels(self.target_test[1]):
-            target_outputs = predict(self.model, self.target_test[0])[0]
+            target_outputs = (
+                self.target_outputs() if self.target_is_test else predict(self.model, self.target_test[0])[0]
+            )
             record[f"target_{metric}"] = measure(target_outputs, self.target_test[1])
         self.state.history.append(record)
         n_validation = len(self.source_val[1])
