@@ -2,11 +2,12 @@
 
 Two measurements, both on AV-Digits' default task with a warm feature cache (a first run fills it):
 
-1. ``crossfuse run`` as a user runs it, in its own process: wall time, the run's own ``train_seconds``,
-   and the start-up overhead, their difference (the issue's measure);
-2. the same run in this process, phase by phase: importing ``crossfuse.runner`` (torch, scikit-learn),
-   building it (data, split, model, method, criteria), the first optimiser (torch imports its compiler
-   stack then), training, evaluation and writing the run folder.
+1. ``crossfuse run`` as a user runs it, in its own process, ``--repeats`` times: wall time, the run's own
+   ``train_seconds``, and the start-up overhead, their difference (the issue's measure);
+2. the same run in this process, phase by phase: importing ``crossfuse.runner`` (torch), building it
+   (data, split, model, method, criteria), training, evaluation and writing the run folder; and which
+   heavy modules the run imported (scikit-learn, scipy, matplotlib and torch's compiler stack should not
+   be among them).
 
     OMP_NUM_THREADS=1 python benchmarks/run_time.py --epochs 5
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,9 +52,6 @@ def phases(epochs: int, out: Path) -> dict[str, float]:
     built = runner.build(config, log=lambda _: None)
     times["data, model, method"] = time.perf_counter() - started
     started = time.perf_counter()
-    torch.optim.AdamW(built.model.parameters())  # the first optimiser imports torch._dynamo
-    times["first optimiser"] = time.perf_counter() - started
-    started = time.perf_counter()
     trained = runner.fit(built, None, log=lambda _: None)
     times["training"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -68,20 +67,32 @@ def phases(epochs: int, out: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         command_line_run(1, root / "warm-up")  # fills the feature cache
-        wall, train = command_line_run(args.epochs, root / "run")
         print(f"AV-Digits default task, late fusion, source-only, {args.epochs} epochs, warm feature cache")
+        overheads = []
+        for k in range(args.repeats):
+            wall, train = command_line_run(args.epochs, root / f"run{k}")
+            overheads.append(wall - train)
+            print(
+                f"crossfuse run: wall {wall:.2f} s, train_seconds {train:.2f} s, overhead {wall - train:.2f}"
+            )
         print(
-            f"crossfuse run: wall {wall:.2f} s, train_seconds {train:.2f} s, "
-            f"start-up overhead (wall - train) {wall - train:.2f} s\n"
+            f"start-up overhead (wall - train_seconds) over {args.repeats} runs: median "
+            f"{statistics.median(overheads):.2f} s, min {min(overheads):.2f}, max {max(overheads):.2f}\n"
         )
         measured = phases(args.epochs, root / "phases")
     print("| phase (one process) | seconds |\n| --- | --- |")
     for name, seconds in measured.items():
         print(f"| {name} | {seconds:.2f} |")
+    heavy = ["sklearn", "scipy", "matplotlib", "torch._dynamo"]
+    print(
+        "\nimported by the run:",
+        ", ".join(m for m in heavy if m in sys.modules) or "none of " + ", ".join(heavy),
+    )
 
 
 if __name__ == "__main__":

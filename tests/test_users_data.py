@@ -275,6 +275,35 @@ def test_help_reads_the_names_without_importing_torch():
     assert "coral-dg" in done.stdout
 
 
+def test_a_run_imports_neither_scikit_learn_nor_torchs_compiler_and_exits_cleanly(toy_folder, tmp_path):
+    """Start-up: a default run needs torch, not scikit-learn, scipy, matplotlib or ``torch._dynamo`` (a
+    torch.optim optimiser would import it); the command's fast exit still flushes its output."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    args = ["run", "--data", str(toy_folder), "--source", "a", "--target", "b", "--epochs", "1"]
+    code = (
+        "import sys\n"
+        f"sys.argv = ['crossfuse', *{args!r}, '--out', {str(out)!r}]\n"
+        "from crossfuse.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('sklearn', 'scipy', 'matplotlib', 'torch._dynamo') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (out / "metrics.json").exists()
+    command = subprocess.run(
+        [sys.executable, "-m", "crossfuse", *args, "--out", str(tmp_path / "again")],
+        capture_output=True,
+        text=True,
+    )
+    assert command.returncode == 0 and "target accuracy" in command.stdout + command.stderr
+    refused = subprocess.run([sys.executable, "-m", "crossfuse", "run", "--data", str(tmp_path / "none")])
+    assert refused.returncode == 2
+
+
 # --- using a trained model -------------------------------------------------------------------------
 
 

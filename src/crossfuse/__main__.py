@@ -1,3 +1,3 @@
-from crossfuse.cli import main
+from crossfuse.cli import entry_point
 
-main()
+entry_point()

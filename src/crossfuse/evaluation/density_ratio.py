@@ -12,10 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 
 class DensityRatio:
@@ -46,6 +42,11 @@ class DensityRatio:
         self.seed, self.flatten = seed, flatten
 
     def _design(self, inputs: Mapping[str, np.ndarray], fit: bool) -> np.ndarray:
+        # scikit-learn is imported here, when a method or criterion needs weights: it costs a second
+        from sklearn.decomposition import PCA
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         columns = []
         for m in sorted(inputs):
             flat = inputs[m].reshape(len(inputs[m]), -1).astype(np.float64)
@@ -62,6 +63,8 @@ class DensityRatio:
         n_source = len(next(iter(source.values())))
         n_target = len(design) - n_source
         domain = np.r_[np.zeros(n_source), np.ones(n_target)]
+        from sklearn.linear_model import LogisticRegression
+
         self.classifier = LogisticRegression(C=self.regularisation, max_iter=2000).fit(design, domain)
         self.prior_ratio = n_source / n_target
         self.scale = 1.0

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from crossfuse.errors import DataError
+from crossfuse.train.optimizer import AdamW
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -48,7 +49,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], record: dict) -> dict
 def save_checkpoint(
     directory: Path,
     modules: dict[str, torch.nn.Module | dict[str, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | AdamW,
     record: dict[str, Any],
 ) -> Path:
     """Write ``directory/checkpoint.safetensors`` atomically.

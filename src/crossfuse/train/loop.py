@@ -22,6 +22,7 @@ from crossfuse.parallel import batch_shard
 from crossfuse.registry import SELECTION_CRITERIA
 from crossfuse.selection.base import Evidence, SelectionCriterion
 from crossfuse.train.checkpoint import CHECKPOINT, load_checkpoint, prefixed, save_checkpoint
+from crossfuse.train.optimizer import AdamW, CosineDecay
 from crossfuse.train.state import TrainState
 from crossfuse.transfer.base import TransferMethod
 
@@ -282,12 +283,10 @@ class Trainer:
             if distributed
             else self.objective
         )
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = AdamW(
             self.objective.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=self.total_steps, eta_min=settings.lr / 20
-        )
+        self.scheduler = CosineDecay(self.optimizer, total_steps=self.total_steps, eta_min=settings.lr / 20)
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
         if settings.weight_averaging not in WEIGHT_AVERAGING:

@@ -1,0 +1,103 @@
+"""The trainer's AdamW and cosine decay against torch.optim's, to the bit, and checkpoints across both."""
+
+import math
+
+import pytest
+import torch
+
+from crossfuse.train.optimizer import AdamW, CosineDecay
+
+
+class SmallModel(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)
+        )
+        self.unused = torch.nn.Linear(2, 2)  # never gets a gradient: both optimisers must skip it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def small_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return SmallModel()
+
+
+def batches(n: int):
+    generator = torch.Generator().manual_seed(1)
+    return [(torch.randn(8, 1, 8, 8, generator=generator), torch.randint(0, 3, (8,), generator=generator))
+            for _ in range(n)]  # fmt: skip
+
+
+def train(model, optimizer, scheduler, data) -> list[float]:
+    rates = []
+    for x, y in data:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return rates
+
+
+def torch_pair(model, total):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=3e-3 / 20)
+
+
+def our_pair(model, total):
+    optimizer = AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
+    return optimizer, CosineDecay(optimizer, total_steps=total, eta_min=3e-3 / 20)
+
+
+def test_weights_and_rates_equal_torch_to_the_bit_over_a_whole_schedule_and_past_it():
+    total, data = 12, batches(15)  # three steps past the end: torch's recursion has a branch there
+    theirs, ours = small_model(), small_model()
+    their_rates = train(theirs, *torch_pair(theirs, total), data)
+    our_rates = train(ours, *our_pair(ours, total), data)
+    assert our_rates == their_rates
+    for (name, a), b in zip(theirs.state_dict().items(), ours.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(ours.unused.weight, small_model().unused.weight)
+
+
+def test_the_rate_follows_the_cosine_and_every_parameter_moves():
+    model = small_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer, scheduler = our_pair(model, 10)
+    rates = train(model, optimizer, scheduler, batches(10))
+    for k, rate in enumerate(rates, 1):
+        assert rate == pytest.approx(3e-3 / 20 + (3e-3 - 3e-3 / 20) * (1 + math.cos(math.pi * k / 10)) / 2)
+    moved = [not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)]
+    assert moved == [True, True, True, True, False, False]  # conv, linear; the unused layer stays
+
+
+def test_one_adamw_step_by_hand():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    p.grad = torch.tensor([0.5, 0.25])
+    AdamW([p], lr=0.1, weight_decay=0.5).step()
+    m, v = 0.1 * p.grad, 0.001 * p.grad**2
+    decayed = torch.tensor([1.0, -2.0]) * (1 - 0.1 * 0.5)
+    expected = decayed - 0.1 / (1 - 0.9) * m / (torch.sqrt(v) / math.sqrt(1 - 0.999) + 1e-8)
+    assert torch.allclose(p.detach(), expected)
+
+
+@pytest.mark.parametrize("first", ["torch", "ours"])
+def test_a_state_saved_by_either_resumes_in_the_other_to_the_bit(first):
+    total, data = 10, batches(10)
+    straight = small_model()
+    train(straight, *our_pair(straight, total), data)
+    model = small_model()
+    make_first, make_second = (torch_pair, our_pair) if first == "torch" else (our_pair, torch_pair)
+    optimizer, scheduler = make_first(model, total)
+    train(model, optimizer, scheduler, data[:4])
+    saved_optimizer, saved_scheduler = optimizer.state_dict(), scheduler.state_dict()
+    optimizer, scheduler = make_second(model, total)
+    optimizer.load_state_dict(saved_optimizer)
+    scheduler.load_state_dict(saved_scheduler)
+    train(model, optimizer, scheduler, data[4:])
+    for a, b in zip(straight.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
