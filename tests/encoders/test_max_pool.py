@@ -37,8 +37,10 @@ def test_against_the_windows_by_hand():
     assert x.grad.tolist() == [[[[0.0, 10.0, 0.0], [0.0, 0.0, 20.0], [30.0, 0.0, 40.0]]]]
 
 
-def test_image_encoder_equals_the_torch_layers_it_replaces():
-    """Pooling before the ReLU, with our pooling, is the network conv-ReLU-pool, forward and backward."""
+@pytest.mark.parametrize("side", [(13, 11), (16, 16), (28, 28)])
+def test_image_encoder_equals_the_torch_layers_it_replaces(side):
+    """Pooling before the ReLU, with our pooling, is the network conv-ReLU-pool, forward and backward;
+    16x16 images skip the (then one-element) average pooling."""
     torch.manual_seed(0)
     encoder = ImageEncoder(in_channels=1, output_dim=8)
     reference = torch.nn.Sequential(
@@ -46,7 +48,7 @@ def test_image_encoder_equals_the_torch_layers_it_replaces():
         encoder.conv[3], torch.nn.ReLU(), torch.nn.MaxPool2d(2, ceil_mode=True),
         torch.nn.AdaptiveAvgPool2d(4),
     )  # fmt: skip
-    x = torch.randn(5, 1, 13, 11)
+    x = torch.randn(5, 1, *side)
     ours, theirs = encoder.conv(x), reference(x)
     assert torch.equal(ours, theirs)
     ours.square().sum().backward()

@@ -44,9 +44,11 @@ class _MaxPool2x2(torch.autograd.Function):
         top, bottom = torch.maximum(top_left, top_right), torch.maximum(bottom_left, bottom_right)
         # strict comparisons: on a tie the element earlier in the scan order wins, as in torch
         lower = bottom > top
-        right = torch.where(lower, bottom_right > bottom_left, top_right > top_left)
+        right_on_top = top_right > top_left
+        # the winner's column: the bottom row's when the bottom wins, else the top row's (xor is a select)
+        right = right_on_top ^ (lower & (right_on_top ^ (bottom_right > bottom_left)))
         corners = window_corners(height, width).to(x.device)
-        ctx.save_for_backward(lower.to(torch.int64).mul_(width).add_(right).add_(corners))
+        ctx.save_for_backward(torch.add(corners, lower, alpha=width).add_(right))
         return torch.maximum(top, bottom)
 
     @staticmethod
