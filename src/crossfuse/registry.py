@@ -156,6 +156,7 @@ TRANSFERS = Registry(
         "mimicry",
         "correspondence",
         "m3sda",
+        "jan",
         "erm",
         "coral-dg",
         "dann-dg",

@@ -303,3 +303,40 @@ def test_importance_weights_are_computed_once_per_row_and_looked_up():
     computed = method.source_weights(batch)
     assert torch.allclose(looked_up, computed)
     assert not torch.allclose(looked_up, torch.ones(5)), "the shift gives unequal weights"
+
+
+def test_joint_mmd_matches_explicit_sums_of_the_product_kernel():
+    from crossfuse.transfer.jan import joint_mmd
+
+    s, t = batch(2, n=4, d=3), batch(3, n=5, d=3) + 0.5
+    ps, pt = torch.softmax(batch(4, n=4, d=3), 1), torch.softmax(batch(5, n=5, d=3) * 2, 1)
+    joined = torch.cat([s, t]).numpy()
+    n = len(joined)
+    sigma2 = sum(((a - b) ** 2).sum() for a in joined for b in joined) / (n * n - n)
+
+    def k(i, j, rows, probs):
+        d2 = ((rows[i] - rows[j]) ** 2).sum()
+        features = sum(math.exp(-d2 / (sigma2 * m)) for m in (0.25, 0.5, 1.0, 2.0, 4.0))
+        return features * math.exp(-((probs[i] - probs[j]) ** 2).sum() / (2 * 0.92**2))
+
+    rows, probs = joined, torch.cat([ps, pt]).numpy()
+    source, target = range(4), range(4, 9)
+    kss = np.mean([k(i, j, rows, probs) for i in source for j in source])
+    ktt = np.mean([k(i, j, rows, probs) for i in target for j in target])
+    kst = np.mean([k(i, j, rows, probs) for i in source for j in target])
+    assert joint_mmd(s, t, ps, pt).item() == pytest.approx(kss + ktt - 2 * kst, rel=1e-10)
+    assert joint_mmd(s, s, ps, ps).item() == pytest.approx(0.0, abs=1e-12)
+    # the same features with other predictions still differ: the joint law, not the marginal, is matched
+    assert joint_mmd(s, s, ps, torch.softmax(batch(6, n=4, d=3), 1)).item() > 1e-3
+
+
+def test_jan_pulls_gradients_through_the_predictions_and_ramps_in():
+    from crossfuse.transfer.jan import JointAdaptation
+
+    method = JointAdaptation()
+    logits_s, logits_t = batch(7, n=4, d=3).requires_grad_(), batch(8, n=4, d=3).requires_grad_()
+    f_s, f_t = batch(9, n=4, d=5), batch(10, n=4, d=5) + 1.0
+    outputs = StepOutputs({}, {}, f_s, f_t, logits_s, logits_t)
+    assert method.alignment_loss(outputs, 0.0).item() == 0.0  # lambda_0 = 0
+    method.alignment_loss(outputs, 0.5).backward()
+    assert logits_s.grad.abs().sum() > 0 and logits_t.grad.abs().sum() > 0

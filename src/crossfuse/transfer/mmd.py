@@ -9,27 +9,36 @@ from crossfuse.registry import TRANSFERS
 from crossfuse.transfer.base import StepOutputs, TransferMethod
 from crossfuse.transfer.gradient_reversal import dann_lambda
 
+MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
-def multi_kernel_mmd(
-    source: torch.Tensor, target: torch.Tensor, multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0)
-) -> torch.Tensor:
-    """Biased estimate of the squared MMD with a sum of Gaussian kernels.
 
-    ``MMD^2 = mean K(s, s') + mean K(t, t') - 2 mean K(s, t)``, ``K(a, b) = sum_k exp(-||a - b||^2 / (m_k
-    sigma^2))``, where ``sigma^2`` is the mean squared distance between all distinct pairs of the joined
-    batch (held constant for the gradient), as in the multi-kernel MMD of Long et al., "Learning
-    Transferable Features with Deep Adaptation Networks" (ICML 2015).
-    """
-    joined = torch.cat([source, target])
+def multi_kernel_matrix(joined: torch.Tensor, multipliers: Sequence[float] = MULTIPLIERS) -> torch.Tensor:
+    """``K(a, b) = sum_k exp(-||a - b||^2 / (m_k sigma^2))`` between all rows of ``joined``, where
+    ``sigma^2`` is the mean squared distance between its distinct pairs (held constant for the gradient)."""
     distances = torch.cdist(joined, joined).pow(2)
     n = joined.shape[0]
     bandwidth = (distances.sum() / (n * n - n)).detach().clamp_min(1e-12)
-    kernel = sum(torch.exp(-distances / (bandwidth * m)) for m in multipliers)
-    n_source = source.shape[0]
+    return sum(torch.exp(-distances / (bandwidth * m)) for m in multipliers)
+
+
+def mmd_from_kernel(kernel: torch.Tensor, n_source: int) -> torch.Tensor:
+    """``mean K(s, s') + mean K(t, t') - 2 mean K(s, t)`` from the kernel matrix of the joined batch (source
+    rows first): the biased estimate of the squared MMD."""
     k_ss = kernel[:n_source, :n_source].mean()
     k_tt = kernel[n_source:, n_source:].mean()
     k_st = kernel[:n_source, n_source:].mean()
     return k_ss + k_tt - 2 * k_st
+
+
+def multi_kernel_mmd(
+    source: torch.Tensor, target: torch.Tensor, multipliers: Sequence[float] = MULTIPLIERS
+) -> torch.Tensor:
+    """Biased estimate of the squared MMD with a sum of Gaussian kernels (:func:`multi_kernel_matrix`).
+
+    ``MMD^2 = mean K(s, s') + mean K(t, t') - 2 mean K(s, t)``, as in the multi-kernel MMD of Long et al.,
+    "Learning Transferable Features with Deep Adaptation Networks" (ICML 2015).
+    """
+    return mmd_from_kernel(multi_kernel_matrix(torch.cat([source, target]), multipliers), source.shape[0])
 
 
 @TRANSFERS.register("mmd")
