@@ -64,3 +64,32 @@ def test_model_on_gpu_cpu_agree():
     on_cpu = model(x)
     on_gpu = model.cuda()({m: v.cuda() for m, v in x.items()})
     assert torch.allclose(on_cpu, on_gpu.cpu(), atol=1e-4)
+
+
+def test_max_pooling_and_adamw_on_gpu_equal_torchs():
+    import torch.nn.functional as F
+
+    from crossfuse.encoders.max_pool import max_pool_2x2
+    from crossfuse.train.optimizer import AdamW
+
+    x = (torch.round(torch.randn(8, 4, 9, 10) * 2) / 2).cuda()
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    pooled, expected = max_pool_2x2(ours), F.max_pool2d(theirs, 2, ceil_mode=True)
+    assert torch.equal(pooled, expected)
+    upstream = torch.randn_like(expected)
+    pooled.backward(upstream)
+    expected.backward(upstream)
+    assert torch.equal(ours.grad, theirs.grad)
+    torch.manual_seed(0)
+    first = torch.nn.Linear(5, 3).cuda()
+    second = torch.nn.Linear(5, 3).cuda()
+    second.load_state_dict(first.state_dict())
+    mine, reference = AdamW(first.parameters(), lr=1e-2), torch.optim.AdamW(second.parameters(), lr=1e-2)
+    data = torch.randn(16, 5, device="cuda")
+    for _ in range(5):
+        for model, optimizer in ((first, mine), (second, reference)):
+            optimizer.zero_grad()
+            model(data).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -101,3 +101,15 @@ def test_a_state_saved_by_either_resumes_in_the_other_to_the_bit(first):
     train(model, optimizer, scheduler, data[4:])
     for a, b in zip(straight.state_dict().values(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_the_multi_tensor_update_a_gpu_takes_equals_the_loop():
+    """``step_foreach`` (taken when the parameters are on a GPU) forced on the CPU: the same weights."""
+    data = batches(6)
+    looped, foreach = small_model(), small_model()
+    train(looped, *our_pair(looped, 6), data)
+    optimizer, scheduler = our_pair(foreach, 6)
+    optimizer.step = lambda: optimizer.step_foreach([p for p in optimizer.params if p.grad is not None])
+    train(foreach, optimizer, scheduler, data)
+    for a, b in zip(looped.state_dict().values(), foreach.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-7)

@@ -13,16 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_window_corners: dict[tuple[int, int], torch.Tensor] = {}
+_window_corners: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
 
-def window_corners(height: int, width: int) -> torch.Tensor:
+def window_corners(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Flat index ``2i W + 2j`` of the top-left element of every window ``(i, j)`` of an ``H x W`` plane
-    (cached: one tensor a plane size)."""
-    key = (height, width)
+    (cached: one tensor a plane size and device, so that a GPU step copies nothing to the device)."""
+    key = (height, width, torch.device(device))
     if key not in _window_corners:
-        rows = torch.arange(0, height, 2) * width
-        _window_corners[key] = rows[:, None] + torch.arange(0, width, 2)[None, :]
+        rows = torch.arange(0, height, 2, device=device) * width
+        _window_corners[key] = rows[:, None] + torch.arange(0, width, 2, device=device)[None, :]
     return _window_corners[key]
 
 
@@ -47,7 +47,7 @@ class _MaxPool2x2(torch.autograd.Function):
         right_on_top = top_right > top_left
         # the winner's column: the bottom row's when the bottom wins, else the top row's (xor is a select)
         right = right_on_top ^ (lower & (right_on_top ^ (bottom_right > bottom_left)))
-        corners = window_corners(height, width).to(x.device)
+        corners = window_corners(height, width, x.device)
         ctx.save_for_backward(torch.add(corners, lower, alpha=width).add_(right))
         return torch.maximum(top, bottom)
 

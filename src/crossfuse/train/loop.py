@@ -269,6 +269,8 @@ class Trainer:
         self.steps_per_epoch = max(math.ceil(n_source / self.batch), settings.min_steps_per_epoch)
         self.total_steps = self.steps_per_epoch * settings.epochs
         self.device = device_of(model)
+        if self.source_domains is not None:
+            self.source_domains = self.source_domains.to(self.device)
         self.labels = torch.from_numpy(source[1]).to(self.device)
         # The training rows stay tensors on the training device for the whole run (on a CPU they share the
         # arrays' memory): a step indexes them, with no numpy round trip.
@@ -347,9 +349,11 @@ class Trainer:
                 else self.no_target_rows,
                 progress,
             )
-        if not torch.isfinite(loss):
+        # one read of the loss a step, before the backward pass: on a GPU every read waits for the device
+        value = loss.item()
+        if not math.isfinite(value):
             raise TrainingDiverged(
-                f"training diverged: the loss became {loss.item()} at epoch {self.state.epoch + 1}, step "
+                f"training diverged: the loss became {value} at epoch {self.state.epoch + 1}, step "
                 f"{self.state.step_in_epoch + 1} (lr {self.settings.lr}); lower --lr, or check the inputs "
                 "for extreme values"
             )
@@ -359,7 +363,7 @@ class Trainer:
         self.scheduler.step()
         if self.average is not None:
             self.update_average()
-        return loss.item()
+        return value
 
     @torch.no_grad()
     def update_average(self) -> None:
@@ -469,14 +473,15 @@ class Trainer:
         with StopRequests() as stop:
             while state.epoch < self.settings.epochs:
                 epoch = state.epoch + 1
+                # the plans go to the device once an epoch: a copy a step would wait for the device each time
                 source_plan = epoch_plan(
                     len(self.source[1]), self.batch, self.steps_per_epoch, self.seed, epoch, 0
-                )
+                ).to(self.device)
                 target_plan = (
                     epoch_plan(self.n_target, self.batch, self.steps_per_epoch, self.seed, epoch, 1)
                     if self.n_target
                     else torch.zeros((self.steps_per_epoch, 0), dtype=torch.long)
-                )
+                ).to(self.device)
                 while state.step_in_epoch < self.steps_per_epoch:
                     if stop.received is not None:
                         state.seconds = time.perf_counter() - started

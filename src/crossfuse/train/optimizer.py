@@ -56,25 +56,30 @@ class AdamW:
             else:
                 p.grad.detach_().zero_()
 
+    def state_of(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        state = self.state.get(p)
+        if state is None:
+            state = self.state[p] = {
+                "step": torch.tensor(0.0),
+                "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+            }
+        return state
+
+    def hyperparameters(self) -> tuple[float, float, float, float, float]:
+        group = self.param_groups[0]
+        (beta1, beta2) = group["betas"]
+        return group["lr"], beta1, beta2, group["eps"], group["weight_decay"]
+
     @torch.no_grad()
     def step(self) -> None:
-        group = self.param_groups[0]
-        lr, (beta1, beta2), eps, weight_decay = (
-            group["lr"],
-            group["betas"],
-            group["eps"],
-            group["weight_decay"],
-        )
-        for p in self.params:
-            if p.grad is None:
-                continue
-            state = self.state.get(p)
-            if state is None:
-                state = self.state[p] = {
-                    "step": torch.tensor(0.0),
-                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
-                }
+        params = [p for p in self.params if p.grad is not None]
+        if params and params[0].is_cuda:
+            self.step_foreach(params)
+            return
+        lr, beta1, beta2, eps, weight_decay = self.hyperparameters()
+        for p in params:
+            state = self.state_of(p)
             step_t, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
             step_t += 1
             if weight_decay != 0:
@@ -86,6 +91,28 @@ class AdamW:
             bias_correction2 = 1 - beta2**step
             denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(eps)
             p.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
+
+    @torch.no_grad()
+    def step_foreach(self, params: list[torch.Tensor]) -> None:
+        """The same update with one multi-tensor kernel an operation (torch's default on a GPU): a
+        per-tensor loop would launch eight kernels a parameter."""
+        lr, beta1, beta2, eps, weight_decay = self.hyperparameters()
+        states = [self.state_of(p) for p in params]
+        grads = [p.grad for p in params]
+        exp_avgs, exp_avg_sqs = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+        steps = []
+        for state in states:
+            state["step"] += 1
+            steps.append(state["step"].item())
+        if weight_decay != 0:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, [(1 - beta2**step) ** 0.5 for step in steps])
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, exp_avgs, denom, [-(lr / (1 - beta1**step)) for step in steps])
 
     def state_dict(self) -> dict:
         """torch's layout: per-parameter state by position, and the group with parameter positions."""

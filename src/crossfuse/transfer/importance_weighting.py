@@ -48,6 +48,8 @@ class ImportanceWeighting(TransferMethod):
         device = next(iter(source.values())).device
         rows, n = self.batch_source_rows, len(next(iter(source.values())))
         if self.row_weights is not None and rows is not None and len(rows) == n:
-            return self.row_weights[rows.cpu()].to(device)
+            if self.row_weights.device != rows.device:  # moved once, beside the rows
+                self.row_weights = self.row_weights.to(rows.device)
+            return self.row_weights[rows].to(device)
         arrays = {m: x.cpu().numpy() for m, x in source.items()}  # a batch not drawn by the trainer
         return torch.from_numpy(self.estimator.weights(arrays)).float().to(device)
