@@ -151,3 +151,29 @@ def test_processes_start_with_the_runs_that_follow_their_whole_schedule():
     assert [s.transfer for s in ordered] == ["dann", "dann", "source-only", "source-only"]
     assert [s.fusion for s in ordered] == ["early", "late", "early", "late"]  # grid order otherwise
     assert sorted(ordered, key=lambda s: s.name) == sorted(specs, key=lambda s: s.name)
+
+
+def test_a_worker_that_runs_several_runs_gives_each_the_numbers_of_a_lone_run(tmp_path, toy_folder):
+    """Bench workers stay alive across runs (a process pool); a run's result must not depend on what ran
+    before it in the same process."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = ["--data", str(toy_folder), "--source", "a", "--target", "b", "--epochs", "2"]
+    transfers = ["dann", "coral", "source-only"]
+    bench = [sys.executable, "-m", "crossfuse", "bench", *common, "--fusions", "late", "--seeds", "0"]
+    bench += ["--transfers", ",".join(transfers), "--jobs", "2", "--out", str(tmp_path / "bench")]
+    done = subprocess.run(bench, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-800:]
+    for transfer in transfers:
+        lone = tmp_path / f"lone-{transfer}"
+        command = [sys.executable, "-m", "crossfuse", "run", *common, "--fusion", "late"]
+        command += ["--transfer", transfer, "--out", str(lone)]
+        assert subprocess.run(command, env=env, capture_output=True).returncode == 0
+        pooled = next((tmp_path / "bench" / "runs").glob(f"*-late-{transfer}-seed0"))
+        ours, theirs = (json.loads((folder / "history.json").read_text()) for folder in (pooled, lone))
+        assert [{k: v for k, v in e.items() if k != "criteria"} for e in ours] == theirs
+        metrics = [json.loads((folder / "metrics.json").read_text()) for folder in (pooled, lone)]
+        assert metrics[0]["target_accuracy"] == metrics[1]["target_accuracy"]
