@@ -96,9 +96,12 @@ def device_of(module: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: MultimodalModel, inputs: Arrays, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: MultimodalModel, inputs: Arrays | Mapping[str, torch.Tensor], batch_size: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
     """Predictions (class probabilities ``(N, C)``, or values ``(N, 1)`` for regression) and fused
-    features ``(N, d)``, in evaluation mode."""
+    features ``(N, d)``, in evaluation mode. ``inputs`` may be arrays (each batch is copied to the model's
+    device) or tensors already there (each batch is a slice)."""
     n = len(next(iter(inputs.values())))
     if n == 0:
         return np.zeros((0, model.n_outputs), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
@@ -107,7 +110,12 @@ def predict(model: MultimodalModel, inputs: Arrays, batch_size: int = 512) -> tu
     device = device_of(model)
     probabilities, features = [], []
     for start in range(0, n, batch_size):
-        batch = to_tensors(inputs, np.arange(start, min(n, start + batch_size)), device)
+        stop = min(n, start + batch_size)
+        batch = (
+            {m: x[start:stop].to(device) for m, x in inputs.items()}
+            if all(isinstance(x, torch.Tensor) for x in inputs.values())
+            else to_tensors(inputs, np.arange(start, stop), device)
+        )
         fused = model.fuse(model.encode(batch))
         probabilities.append(model.objective.predictions(model.head(fused)).cpu().numpy())
         features.append(fused.cpu().numpy())
@@ -277,6 +285,13 @@ class Trainer:
         self.source_rows = to_tensors(source[0], device=self.device)
         self.target_rows = to_tensors(target, device=self.device)
         self.no_target_rows = {m: x[:0] for m, x in self.target_rows.items()}
+        # the rows scored every epoch live there too: an epoch's evaluation copies nothing to the device
+        self.val_rows = to_tensors(source_val[0], device=self.device)
+        self.test_rows = (
+            self.target_rows
+            if self.target_is_test or target_test is None
+            else to_tensors(target_test[0], device=self.device)
+        )
         self.objective = TrainingObjective(model, method)
         self.forward = (
             DistributedDataParallel(
@@ -388,12 +403,12 @@ class Trainer:
     def target_outputs(self) -> np.ndarray:
         """This epoch's predictions on the unlabelled target rows (computed once an epoch)."""
         if self.epoch_target_outputs is None:
-            self.epoch_target_outputs = predict(self.model, self.target)[0]
+            self.epoch_target_outputs = predict(self.model, self.target_rows)[0]
         return self.epoch_target_outputs
 
     def evidence(self) -> Evidence:
         """What the criterion scores this epoch's model on (never a target label)."""
-        val_probabilities, _ = predict(self.model, self.source_val[0])
+        val_probabilities, _ = predict(self.model, self.val_rows)
         target_probabilities = self.target_outputs() if self.criterion.needs_target else None
         return Evidence(
             val_probabilities,
@@ -446,7 +461,7 @@ class Trainer:
             record["criteria"] = recorded
         if self.target_test is not None and has_labels(self.target_test[1]):
             target_outputs = (
-                self.target_outputs() if self.target_is_test else predict(self.model, self.target_test[0])[0]
+                self.target_outputs() if self.target_is_test else predict(self.model, self.test_rows)[0]
             )
             record[f"target_{metric}"] = measure(target_outputs, self.target_test[1])
         self.state.history.append(record)
