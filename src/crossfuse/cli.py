@@ -501,8 +501,11 @@ def entry_point() -> None:
     except SystemExit as stop:
         if stop.code not in (0, None):
             raise
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a reader that went away (``crossfuse ... | head``): nothing left to tell it
+            pass
     os._exit(0)
 
 
