@@ -171,5 +171,5 @@ SELECTION_CRITERIA = Registry(
     "selection",
     "crossfuse.selection",
     "crossfuse.selection",
-    order=("source-val", "iwv", "dev", "entropy"),
+    order=("source-val", "iwv", "dev", "entropy", "snd"),
 )

@@ -152,3 +152,27 @@ def test_the_target_rows_are_predicted_once_an_epoch_when_they_are_the_scored_ro
     kept = result.history[result.best_epoch - 1]
     probabilities = original(model, {"x": scored})[0]  # the model holds the kept epoch's weights
     assert kept["target_accuracy"] == pytest.approx(float((probabilities.argmax(1) == target_labels).mean()))
+
+
+def test_soft_neighbourhood_density_by_hand():
+    from crossfuse.selection import SoftNeighbourhoodDensity, soft_neighbourhood_density
+
+    p = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.5, 0.5]])
+    unit = p / np.linalg.norm(p, axis=1, keepdims=True)
+    expected = []
+    for i in range(4):
+        logits = [float(unit[i] @ unit[j]) / 0.05 for j in range(4) if j != i]
+        weights = np.exp(np.array(logits) - max(logits))
+        q = weights / weights.sum()
+        expected.append(-(q * np.log(q)).sum())
+    assert soft_neighbourhood_density(p) == pytest.approx(np.mean(expected), rel=1e-12)
+    # dense clusters score higher than the same number of predictions spread evenly
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.01, (60, 3)).clip(-0.03, 0.03)
+    clustered = np.repeat(np.eye(3), 20, axis=0) * 0.9 + 0.1 / 3 + noise
+    spread = rng.dirichlet(np.ones(3), 60)
+    assert soft_neighbourhood_density(clustered) > soft_neighbourhood_density(spread)
+    criterion = SoftNeighbourhoodDensity(max_rows=30)
+    evidence = Evidence(p, np.zeros(4, dtype=int), clustered, None)
+    assert criterion.score(evidence) == criterion.score(evidence)  # the same subset every epoch
+    assert SELECTION_CRITERIA["snd"] is SoftNeighbourhoodDensity

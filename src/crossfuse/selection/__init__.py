@@ -6,6 +6,7 @@ from crossfuse.selection.base import Evidence, ImportanceWeightedCriterion, Sele
 from crossfuse.selection.dev import DeepEmbeddedValidation, dev_risk
 from crossfuse.selection.entropy import TargetEntropy, mean_entropy
 from crossfuse.selection.iwv import ImportanceWeightedValidation
+from crossfuse.selection.snd import SoftNeighbourhoodDensity, soft_neighbourhood_density
 from crossfuse.selection.source_val import SourceValidation
 
 __all__ = [
@@ -15,8 +16,10 @@ __all__ = [
     "ImportanceWeightedCriterion",
     "ImportanceWeightedValidation",
     "SelectionCriterion",
+    "SoftNeighbourhoodDensity",
     "SourceValidation",
     "TargetEntropy",
     "dev_risk",
     "mean_entropy",
+    "soft_neighbourhood_density",
 ]
