@@ -496,3 +496,22 @@ def test_a_collapse_on_the_unlabelled_target_is_flagged_by_hand():
     binary = np.arange(10) % 2  # two classes: the limit is min(0.9, max(1.5, 0.75)) = 0.9
     assert collapse_warnings(np.eye(2)[np.r_[np.zeros(17, int), [1, 1, 1]]], binary) == []
     assert collapse_warnings(np.eye(2)[np.r_[np.zeros(19, int), [1]]], binary)
+
+
+def test_the_command_still_runs_exit_handlers_before_its_fast_exit(tmp_path):
+    """A plug-in's ``atexit`` handler (a logger finishing its upload, say) runs although the command skips
+    the interpreter's teardown."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "handler-ran"
+    code = (
+        "import atexit, pathlib, sys\n"
+        f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes'))\n"
+        "sys.argv = ['crossfuse', 'datasets', 'list']\n"
+        "from crossfuse.cli import entry_point\n"
+        "entry_point()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert marker.read_text() == "yes"
