@@ -28,25 +28,11 @@ def build(device: str, epochs: int, batch_size: int, seed: int):
     return build_run(load_config(None, settings | {"device": device}), log=lambda _: None)
 
 
-def trainer_of(run):
-    from crossfuse.runner import source_domain_index
-    from crossfuse.train.loop import Trainer
-
-    labels, split = run.dataset.labels, run.split
-    return Trainer(
-        run.model, run.method, (run.rows(split.source_train), labels[split.source_train]),
-        (run.rows(split.source_val), labels[split.source_val]), run.rows(split.target_train),
-        (run.rows(run.target_test), labels[run.target_test]), run.config.train_settings(),
-        seed=run.config.seed, log=lambda _: None, criterion=run.criterion,
-        source_domains=source_domain_index(run.dataset, run.task, split.source_train),
-    )  # fmt: skip
-
-
 def timed_run(device: str, epochs: int, batch_size: int, seed: int, compile_model: bool = False):
-    from crossfuse.runner import evaluate
+    from crossfuse.runner import evaluate, trainer
 
     run = build(device, epochs, batch_size, seed)
-    trainer = trainer_of(run)
+    fitted = trainer(run, log=lambda _: None)
     if compile_model:
         # the encoders, fusion and head: the transfer method's loss reads the training progress, a float
         # that changes every step, which torch.compile would specialise on and compile again each step
@@ -54,7 +40,7 @@ def timed_run(device: str, epochs: int, batch_size: int, seed: int, compile_mode
             module.compile()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    result = trainer.fit()
+    result = fitted.fit()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return result.train_seconds, evaluate(run, result, log=lambda _: None).target_accuracy
@@ -64,11 +50,13 @@ def kernel_share(device: str, epochs: int, batch_size: int, seed: int) -> tuple[
     """Seconds of wall time of ``epochs`` epochs of training, and the share of it with a kernel running."""
     from torch.profiler import ProfilerActivity, profile
 
-    trainer = trainer_of(build(device, epochs, batch_size, seed))
+    from crossfuse.runner import trainer
+
+    fitted = trainer(build(device, epochs, batch_size, seed), log=lambda _: None)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     with profile(activities=activities) as prof:
         started = time.perf_counter()
-        trainer.fit()
+        fitted.fit()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         wall = time.perf_counter() - started

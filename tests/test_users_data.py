@@ -254,10 +254,18 @@ def test_help_lists_every_registered_name(monkeypatch, capsys):
     assert "default: 0.001" in out
 
 
-def test_help_reads_the_names_without_importing_torch():
+def python_code_succeeds(code: str):
+    """Run ``code`` in a fresh interpreter (what it imports, and how it exits, are what is tested); its
+    completed process, after checking that it exited 0."""
     import subprocess
     import sys
 
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
+    return done
+
+
+def test_help_reads_the_names_without_importing_torch():
     from crossfuse.registry import FUSIONS, SELECTION_CRITERIA, TRANSFERS, Registry
 
     for registry in (FUSIONS, TRANSFERS, SELECTION_CRITERIA):
@@ -270,8 +278,7 @@ def test_help_reads_the_names_without_importing_torch():
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'help imported torch'\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-500:]
+    done = python_code_succeeds(code)
     assert "coral-dg" in done.stdout
 
 
@@ -290,8 +297,7 @@ def test_a_run_imports_neither_scikit_learn_nor_torchs_compiler_and_exits_cleanl
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('sklearn', 'scipy', 'matplotlib', 'torch._dynamo') if m in sys.modules))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-500:]
+    done = python_code_succeeds(code)
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert (out / "metrics.json").exists()
     command = subprocess.run(
@@ -501,9 +507,6 @@ def test_a_collapse_on_the_unlabelled_target_is_flagged_by_hand():
 def test_the_command_still_runs_exit_handlers_before_its_fast_exit(tmp_path):
     """A plug-in's ``atexit`` handler (a logger finishing its upload, say) runs although the command skips
     the interpreter's teardown."""
-    import subprocess
-    import sys
-
     marker = tmp_path / "handler-ran"
     code = (
         "import atexit, pathlib, sys\n"
@@ -512,6 +515,5 @@ def test_the_command_still_runs_exit_handlers_before_its_fast_exit(tmp_path):
         "from crossfuse.cli import entry_point\n"
         "entry_point()\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-500:]
+    python_code_succeeds(code)
     assert marker.read_text() == "yes"

@@ -30,7 +30,7 @@ from crossfuse.run_folder import claim_run_folder, release_claim, write_run_fold
 from crossfuse.selection.base import ImportanceWeightedCriterion, SelectionCriterion
 from crossfuse.train.distributed import distributed_context
 from crossfuse.train.lifecycle import start_method
-from crossfuse.train.loop import Interrupted, TrainResult, accuracy, mean_absolute_error, predict, train
+from crossfuse.train.loop import Interrupted, Trainer, TrainResult, accuracy, mean_absolute_error, predict
 from crossfuse.train.state import BestEpoch
 from crossfuse.transfer.base import TransferMethod
 
@@ -302,20 +302,19 @@ def choices_by_criterion(history: list[dict], recorders: dict, n_validation: int
     return choices
 
 
-def fit(
+def trainer(
     run: Run,
     out: Path | None = None,
     log: Callable[[str], None] = print,
     on_step: Callable[[int, int], None] | None = None,
-) -> TrainResult:
-    """Train the run's model (resuming a checkpoint in ``out``), then the method's after-training phase."""
+) -> Trainer:
+    """The :class:`~crossfuse.train.loop.Trainer` of the run (checkpointing to ``out``); only rank 0 logs."""
     rank = distributed_context()[0]
     labels, split = run.dataset.labels, run.split
-    source = (run.rows(split.source_train), labels[split.source_train])
-    result = train(
+    return Trainer(
         run.model,
         run.method,
-        source,
+        (run.rows(split.source_train), labels[split.source_train]),
         (run.rows(split.source_val), labels[split.source_val]),
         run.rows(split.target_train),
         (run.rows(run.target_test), labels[run.target_test]),
@@ -328,9 +327,21 @@ def fit(
         record_criteria=run.recorders,
         source_domains=source_domain_index(run.dataset, run.task, split.source_train),
     )
+
+
+def fit(
+    run: Run,
+    out: Path | None = None,
+    log: Callable[[str], None] = print,
+    on_step: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train the run's model (resuming a checkpoint in ``out``), then the method's after-training phase."""
+    fitted = trainer(run, out, log, on_step)
+    result = fitted.fit()
+    labels = run.dataset.labels
+    source = fitted.source
     shots = None if run.shots is None else (run.rows(run.shots), labels[run.shots])
-    target = run.rows(split.target_train)
-    run.method.after_training(run.model, shots, source, run.config.lr, run.config.seed, target=target)
+    run.method.after_training(run.model, shots, source, run.config.lr, run.config.seed, target=fitted.target)
     return result
 
 

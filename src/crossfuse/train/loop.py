@@ -109,11 +109,12 @@ def predict(
     model.eval()
     device = device_of(model)
     probabilities, features = [], []
+    tensors = all(isinstance(x, torch.Tensor) for x in inputs.values())
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
         batch = (
             {m: x[start:stop].to(device) for m, x in inputs.items()}
-            if all(isinstance(x, torch.Tensor) for x in inputs.values())
+            if tensors
             else to_tensors(inputs, np.arange(start, stop), device)
         )
         fused = model.fuse(model.encode(batch))
