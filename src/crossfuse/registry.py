@@ -157,6 +157,7 @@ TRANSFERS = Registry(
         "correspondence",
         "m3sda",
         "jan",
+        "bnm",
         "erm",
         "coral-dg",
         "dann-dg",

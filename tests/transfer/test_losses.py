@@ -305,6 +305,42 @@ def test_importance_weights_are_computed_once_per_row_and_looked_up():
     assert not torch.allclose(looked_up, torch.ones(5)), "the shift gives unequal weights"
 
 
+def test_batch_nuclear_norm_by_hand():
+    from crossfuse.transfer.bnm import batch_nuclear_norm_loss
+
+    # two classes: the singular values of A (B x 2) are the square roots of the eigenvalues of the
+    # 2 x 2 Gram matrix A^T A = [[a, b], [b, c]], (a + c)/2 +- sqrt(((a - c)/2)^2 + b^2)
+    logits = torch.tensor([[2.0, 0.5], [0.1, 0.2], [-1.0, 3.0], [0.0, 0.0], [1.5, -0.5]], dtype=torch.float64)
+    p = [1 / (1 + math.exp(z1 - z0)) for z0, z1 in logits.tolist()]
+    rows = [(q, 1 - q) for q in p]
+    a = sum(x * x for x, _ in rows)
+    c = sum(y * y for _, y in rows)
+    b = sum(x * y for x, y in rows)
+    root = math.sqrt(((a - c) / 2) ** 2 + b * b)
+    nuclear = math.sqrt((a + c) / 2 + root) + math.sqrt((a + c) / 2 - root)
+    assert batch_nuclear_norm_loss(logits).item() == pytest.approx(-nuclear / 5, rel=1e-12)
+    # several classes: ||A||_* = sum of the square roots of the eigenvalues of A^T A
+    many = batch(11, n=7, d=4)
+    probabilities = np.exp(many.numpy()) / np.exp(many.numpy()).sum(1, keepdims=True)
+    eigenvalues = np.linalg.eigvalsh(probabilities.T @ probabilities).clip(0)
+    assert batch_nuclear_norm_loss(many).item() == pytest.approx(-np.sqrt(eigenvalues).sum() / 7, rel=1e-10)
+    # the extremes the docstring names: a collapsed confident batch, and one covering every class
+    collapsed = torch.zeros(6, 3, dtype=torch.float64)
+    collapsed[:, 0] = 40
+    diverse = torch.eye(3, dtype=torch.float64).repeat(2, 1) * 40
+    assert batch_nuclear_norm_loss(collapsed).item() == pytest.approx(-math.sqrt(6) / 6, rel=1e-9)
+    assert batch_nuclear_norm_loss(diverse).item() == pytest.approx(-math.sqrt(18) / 6, rel=1e-9)
+
+
+def test_bnm_acts_on_target_predictions_only():
+    from crossfuse.transfer.bnm import BatchNuclearNormMaximization
+
+    logits_s, logits_t = batch(12, n=4, d=3).requires_grad_(), batch(13, n=4, d=3).requires_grad_()
+    outputs = StepOutputs({}, {}, batch(14, n=4, d=5), batch(15, n=4, d=5), logits_s, logits_t)
+    BatchNuclearNormMaximization().alignment_loss(outputs, 0.3).backward()
+    assert logits_s.grad is None and logits_t.grad.abs().sum() > 0
+
+
 def test_joint_mmd_matches_explicit_sums_of_the_product_kernel():
     from crossfuse.transfer.jan import joint_mmd
 
