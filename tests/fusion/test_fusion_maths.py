@@ -76,6 +76,42 @@ def test_low_rank_fusion_equals_formula_and_its_tfn_expansion(dims):
     assert torch.allclose(tfn(x), lmf(x), atol=1e-8, rtol=0)
 
 
+def plain_low_rank(lmf, x):
+    """LowRankFusion's forward as autograd would differentiate it, op for op, without the hand backward."""
+    product = None
+    for m, (name, factor) in enumerate(zip(sorted(x), lmf.factors, strict=True)):
+        if m == 0:
+            factor = factor * lmf.rank_weights[None, :, None]
+        flat = factor.reshape(factor.shape[0], -1)
+        projected = torch.addmm(flat[0], x[name], flat[1:])
+        product = projected if product is None else product * projected
+    return product.view(-1, lmf.rank, lmf.output_dim).sum(1) + lmf.bias
+
+
+@pytest.mark.parametrize("dims", DIMS)
+def test_low_rank_fusion_hand_backward_equals_autograd_to_the_bit(dims):
+    torch.manual_seed(2)
+    lmf = LowRankFusion(dims, output_dim=6, rank=4)
+    x = {m: v.requires_grad_() for m, v in features(dims, batch=9, dtype=torch.float32).items()}
+    upstream = torch.randn(9, 6)
+    gradients = []
+    for forward in (lmf, lambda inputs: plain_low_rank(lmf, inputs)):
+        lmf.zero_grad(set_to_none=True)
+        for v in x.values():
+            v.grad = None
+        output = forward(x)
+        (output * upstream).sum().backward()
+        gradients.append((output, [p.grad for p in lmf.parameters()], [x[m].grad for m in sorted(x)]))
+    (ours, ours_params, ours_inputs), (plain, plain_params, plain_inputs) = gradients
+    assert torch.equal(ours, plain)
+    assert all(torch.equal(a, b) for a, b in zip(ours_params, plain_params, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(ours_inputs, plain_inputs, strict=True))
+    double = LowRankFusion(dims, output_dim=3, rank=2).double()
+    named = features(dims, batch=4)
+    names, inputs = list(named), tuple(v.requires_grad_() for v in named.values())
+    assert torch.autograd.gradcheck(lambda *tensors: double(dict(zip(names, tensors, strict=True))), inputs)
+
+
 def test_nuclear_norm_fusion_output_and_penalty():
     dims = {"b": 4, "a": 3}
     x = features(dims)

@@ -58,15 +58,11 @@ class LowRankFusion(FusionModule):
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         ordered = ordered_features(features, self.input_dims)
-        product = None
-        for m, (z, factor) in enumerate(zip(ordered, self.factors, strict=True)):
-            if m == 0:
-                factor = factor * self.rank_weights[None, :, None]
-            flat = factor.reshape(factor.shape[0], -1)
-            # [1; z]^T F = F[0] + z^T F[1:], for all ranks in one matmul: (batch, r * d_y).
-            projected = torch.addmm(flat[0], z, flat[1:])
-            product = projected if product is None else product * projected
-        return product.view(-1, self.rank, self.output_dim).sum(1) + self.bias
+        flats = [
+            (factor * self.rank_weights[None, :, None] if m == 0 else factor).reshape(factor.shape[0], -1)
+            for m, factor in enumerate(self.factors)
+        ]
+        return _RankProducts.apply(self.rank, len(ordered), *ordered, *flats) + self.bias
 
     @torch.no_grad()
     def expanded_weight(self) -> torch.Tensor:
@@ -85,3 +81,53 @@ class LowRankFusion(FusionModule):
             tfn.linear.weight.copy_(weight.T)
             tfn.linear.bias.copy_(self.bias)
         return tfn
+
+
+class _RankProducts(torch.autograd.Function):
+    """``sum_i prod_m (F_m[0] + z_m F_m[1:])`` over the ``r`` rank slices, forward and backward by hand.
+
+    The arithmetic is autograd's on the plain formulation, op for op (the same products in the same
+    layouts, the same reductions), so weights and gradients are equal to the bit; what it saves is
+    autograd's bookkeeping around it: the copy that materialises the broadcast gradient of the sum over
+    ranks, and the zero-filled buffers and additions that the gradients of ``F_m[0]`` and ``F_m[1:]``
+    (a row and a slice of one parameter) go through. ``prefix[m]`` is ``prod_{k<=m} p_k``.
+    """
+
+    @staticmethod
+    def forward(ctx, rank: int, n_modalities: int, *tensors: torch.Tensor) -> torch.Tensor:
+        inputs, flats = tensors[:n_modalities], tensors[n_modalities:]
+        # [1; z]^T F = F[0] + z^T F[1:], for all ranks in one matmul: (batch, r * d_y).
+        projected = [torch.addmm(flat[0], z, flat[1:]) for z, flat in zip(inputs, flats, strict=True)]
+        prefix = [projected[0]]
+        for p in projected[1:]:
+            prefix.append(prefix[-1] * p)
+        ctx.rank = rank
+        ctx.save_for_backward(*inputs, *flats, *projected, *prefix[:-1])
+        return prefix[-1].view(prefix[-1].shape[0], rank, -1).sum(1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        saved = ctx.saved_tensors
+        n = (len(saved) + 1) // 4
+        inputs, flats, projected = saved[:n], saved[n : 2 * n], saved[2 * n : 3 * n]
+        prefix = saved[3 * n :]
+        batch, ranks = grad.shape[0], (grad.shape[0], ctx.rank, -1)
+        # d out / d prefix[-1] is the gradient broadcast over ranks; multiply by it without copying it.
+        upstream = grad[:, None, :]
+        grads_projected: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
+        for m in range(n - 1, 0, -1):
+            grads_projected[m] = (upstream * prefix[m - 1].view(ranks)).view(batch, -1)
+            upstream = upstream * projected[m].view(ranks)
+        grads_projected[0] = upstream.expand(ranks).reshape(batch, -1)
+        grad_inputs, grad_flats = [], []
+        for m in range(n):
+            g, flat = grads_projected[m], flats[m]
+            grad_inputs.append(g.mm(flat[1:].t()) if ctx.needs_input_grad[2 + m] else None)
+            if ctx.needs_input_grad[2 + n + m]:
+                grad_flat = torch.empty_like(flat)
+                torch.sum(g, 0, out=grad_flat[0])
+                torch.mm(inputs[m].t(), g, out=grad_flat[1:])
+                grad_flats.append(grad_flat)
+            else:
+                grad_flats.append(None)
+        return (None, None, *grad_inputs, *grad_flats)
