@@ -113,3 +113,68 @@ def test_the_multi_tensor_update_a_gpu_takes_equals_the_loop():
     train(foreach, optimizer, scheduler, data)
     for a, b in zip(looped.state_dict().values(), foreach.state_dict().values(), strict=True):
         assert torch.allclose(a, b, rtol=0, atol=1e-7)
+
+
+class UsedModel(SmallModel):
+    """Every parameter gets a gradient at every step: the case the flat update is for."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) + self.unused(torch.ones(x.shape[0], 2))[:, :1]
+
+
+def used_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return UsedModel()
+
+
+def test_the_flat_update_equals_the_loop_to_the_bit_and_falls_back_when_a_gradient_is_missing():
+    total, data = 12, batches(14)
+    looped, flat = used_model(), used_model()
+    train(looped, *our_pair(looped, total), data)
+    optimizer = AdamW(flat.parameters(), lr=3e-3, weight_decay=1e-2, flat=True)
+    assert optimizer.flat is not None
+    buffer = optimizer.flat.params
+    assert all(p.data_ptr() >= buffer.data_ptr() and p.data_ptr() % 64 == 0 for p in flat.parameters())
+    train(flat, optimizer, CosineDecay(optimizer, total_steps=total, eta_min=3e-3 / 20), data)
+    assert optimizer.common_step == 14
+    for (name, a), b in zip(looped.state_dict().items(), flat.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    # a model with a parameter that gets no gradient: torch skips it, so the flat update cannot be used
+    skipped = small_model()
+    optimizer = AdamW(skipped.parameters(), lr=3e-3, weight_decay=1e-2, flat=True)
+    reference = small_model()
+    train(reference, *our_pair(reference, total), data)
+    train(skipped, optimizer, CosineDecay(optimizer, total_steps=total, eta_min=3e-3 / 20), data)
+    assert optimizer.common_step is None
+    for a, b in zip(reference.state_dict().values(), skipped.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(skipped.unused.weight, small_model().unused.weight)
+
+
+def test_a_flat_state_resumes_in_a_loop_and_back_and_release_unshares_the_weights():
+    total, data = 10, batches(10)
+    straight = used_model()
+    train(straight, *our_pair(straight, total), data)
+    model = used_model()
+    optimizer = AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2, flat=True)
+    scheduler = CosineDecay(optimizer, total_steps=total, eta_min=3e-3 / 20)
+    train(model, optimizer, scheduler, data[:3])
+    saved, saved_rate = optimizer.state_dict(), scheduler.state_dict()
+    optimizer, scheduler = our_pair(model, total)  # per parameter
+    optimizer.load_state_dict(saved)
+    scheduler.load_state_dict(saved_rate)
+    train(model, optimizer, scheduler, data[3:6])
+    saved, saved_rate = optimizer.state_dict(), scheduler.state_dict()
+    optimizer = AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2, flat=True)  # flat again
+    scheduler = CosineDecay(optimizer, total_steps=total, eta_min=3e-3 / 20)
+    optimizer.load_state_dict(saved)
+    scheduler.load_state_dict(saved_rate)
+    assert optimizer.common_step == 6
+    train(model, optimizer, scheduler, data[6:])
+    for a, b in zip(straight.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    assert len(storages) == 1
+    optimizer.release()
+    assert len({p.untyped_storage().data_ptr() for p in model.parameters()}) == len(list(model.parameters()))
+    assert optimizer.flat is None

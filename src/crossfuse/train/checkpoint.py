@@ -24,7 +24,8 @@ def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     for index, values in state["state"].items():
         for name, value in values.items():
             if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+                # a clone: the trainer's moments are views of one buffer, which safetensors refuses
+                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous().clone()
             else:
                 plain[f"{index}.{name}"] = value
     groups = [

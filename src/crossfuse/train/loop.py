@@ -302,7 +302,11 @@ class Trainer:
             else self.objective
         )
         self.optimizer = AdamW(
-            self.objective.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+            self.objective.parameters(),
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+            # one update for all parameters (their views of one buffer); DDP keeps its own buckets
+            flat=not distributed,
         )
         self.scheduler = CosineDecay(self.optimizer, total_steps=self.total_steps, eta_min=settings.lr / 20)
         self.state = TrainState()
@@ -515,6 +519,7 @@ class Trainer:
                 if stop_now:
                     break
                 self.write_checkpoint()
+        self.optimizer.release()
         self.model.load_state_dict(self.best_weights)
         self.model.eval()
         return TrainResult(
