@@ -89,6 +89,33 @@ def test_trainer_step_moves_every_parameter_and_returns_a_finite_loss():
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
 
 
+def test_trainer_trains_one_weight_buffer_and_gives_each_weight_its_memory_back_after_fit():
+    """The trainer's optimiser steps all weights as views of one buffer; after fit, normal or not, every
+    weight owns its memory again (safetensors refuses tensors that share it)."""
+    from safetensors.torch import save_file
+
+    from crossfuse.train.loop import TrainingDiverged
+
+    inputs, labels = small_problem()
+    model = build_model({"x": (3,)}, 2, "late", hidden_dim=8)
+    model.fit_normalizers(inputs)
+    settings = TrainSettings(epochs=2, batch_size=16, min_steps_per_epoch=1)
+    trainer = Trainer(model, SourceOnly(), (inputs, labels), (inputs, labels), inputs, None, settings, seed=0)
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    assert len(storages) == 1 and trainer.optimizer.flat is not None
+    trainer.fit()
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    assert len(storages) == len(list(model.parameters()))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, "/dev/null")
+    diverging = build_model({"x": (3,)}, 2, "late", hidden_dim=8)
+    diverging.fit_normalizers(inputs)
+    settings = TrainSettings(epochs=2, batch_size=16, min_steps_per_epoch=1, lr=1e30)
+    trainer = Trainer(diverging, SourceOnly(), (inputs, labels), (inputs, labels), inputs, None, settings, 0)
+    with pytest.raises(TrainingDiverged):
+        trainer.fit()
+    assert len({p.untyped_storage().data_ptr() for p in diverging.parameters()}) > 1
+
+
 def test_trainer_end_epoch_records_history_and_stops_after_patience():
     inputs, labels = small_problem()
     model = build_model({"x": (3,)}, 2, "late", hidden_dim=8)

@@ -490,6 +490,20 @@ class Trainer:
         state = self.state
         started = time.perf_counter() - state.seconds
         self.objective.train()
+        try:
+            self.run_schedule(started)
+        finally:
+            # the weights get their own memory back even when training stops with an exception
+            self.optimizer.release()
+        self.model.load_state_dict(self.best_weights)
+        self.model.eval()
+        return TrainResult(
+            state.best.best_epoch, len(state.history), state.history, time.perf_counter() - started
+        )
+
+    def run_schedule(self, started: float) -> None:
+        """The epochs left of the schedule, each ended by :meth:`end_epoch` and a checkpoint."""
+        state = self.state
         with StopRequests() as stop:
             while state.epoch < self.settings.epochs:
                 epoch = state.epoch + 1
@@ -519,12 +533,6 @@ class Trainer:
                 if stop_now:
                     break
                 self.write_checkpoint()
-        self.optimizer.release()
-        self.model.load_state_dict(self.best_weights)
-        self.model.eval()
-        return TrainResult(
-            state.best.best_epoch, len(state.history), state.history, time.perf_counter() - started
-        )
 
 
 def train(
