@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import matplotlib
@@ -33,6 +34,13 @@ def run_features(run_dir: Path, per_domain: int = 300) -> tuple[np.ndarray, np.n
     return features, domain, dataset.labels[rows]
 
 
+def embed(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2-d t-SNE of a run's fused features (:func:`run_features`), with their domain and class labels."""
+    features, domain, labels = run_features(run_dir)
+    embedded = TSNE(2, init="pca", random_state=0, perplexity=30).fit_transform(features)
+    return embedded, domain, labels
+
+
 def feature_picture(out: Path, rows: list[dict], gain_table) -> str | None:
     """Draw ``out/tsne.png`` for the combination with the largest gain (its lowest seed that has both
     runs), beside its source-only run; return a caption, or ``None`` when no such pair of run folders is
@@ -51,9 +59,11 @@ def feature_picture(out: Path, rows: list[dict], gain_table) -> str | None:
     before, after, task, fusion, transfer, seed = found
     n_classes = max(int(r.get("n_classes") or 10) for r in rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
-    for ax, run_dir, title in ((axes[0], before, "source-only"), (axes[1], after, transfer)):
-        features, domain, labels = run_features(run_dir)
-        embedded = TSNE(2, init="pca", random_state=0, perplexity=30).fit_transform(features)
+    # the two embeddings at once: t-SNE's gradient releases the GIL, and each has its own seed
+    with ThreadPoolExecutor(2) as pool:
+        embeddings = list(pool.map(embed, (before, after)))
+    panels = zip((axes[0], axes[1]), embeddings, ("source-only", transfer), strict=True)
+    for ax, (embedded, domain, labels), title in panels:
         for value, marker, name in ((0, "o", "source"), (1, "x", "target")):
             chosen = domain == value
             scatter = ax.scatter(
