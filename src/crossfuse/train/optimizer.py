@@ -7,7 +7,9 @@ set. The two classes here do the arithmetic of ``torch.optim.AdamW`` (its single
 takes on a CPU) and ``torch.optim.lr_scheduler.CosineAnnealingLR`` in the same order, so the weights after
 every step are the same to the bit (tested); their state dicts have torch's layout, so checkpoints written
 with either load in the other. Parameters on a GPU get torch's multi-tensor path instead (its default
-there: a few kernels for all parameters rather than eight a parameter).
+there: a few kernels for all parameters rather than eight a parameter). On a CPU the trainer asks for
+``flat=True``: the weights become views of one buffer and a step is eight operations on all of them
+(:meth:`AdamW.step_flat`), the same numbers to the bit.
 """
 
 from __future__ import annotations
