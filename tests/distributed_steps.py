@@ -21,10 +21,17 @@ from crossfuse.transfer import TRANSFERS
 #: fusion). MMD aligns the modalities here: on the fused space (a linear layer's output) it is blind to the
 #: layer's bias, whose gradient is then rounding noise that Adam scales to steps of ``lr``, different in
 #: each run, and a unit that never fires on the source can still fire on the target.
-CASES = [("late", name, {}) for name in ("source-only", "iw", "dann", "coral", "mixup")] + [
-    ("late", "mmd", {"align": "modalities"}),
-    ("early", "mixup", {}),
-]
+CASES = (
+    [("late", name, {}) for name in ("source-only", "iw", "dann", "coral", "mixup")]
+    + [
+        ("late", "mmd", {"align": "modalities"}),
+        ("early", "mixup", {}),
+    ]
+    + [
+        ("late", name, {})
+        for name in ("mcc", "cdan", "jan", "bnm", "mimicry", "correspondence", "m3sda", "shot")
+    ]
+)
 
 
 def toy_data(n: int = 96) -> tuple[dict, np.ndarray, dict]:

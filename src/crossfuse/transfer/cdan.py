@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossfuse.parallel import current_shard, global_sum
 from crossfuse.registry import TRANSFERS
 from crossfuse.transfer.base import StepOutputs, TransferMethod
 from crossfuse.transfer.dann import DomainClassifier
@@ -41,10 +42,11 @@ class MultilinearMap(nn.Module):
 
 
 def entropy_weights(probabilities: torch.Tensor) -> torch.Tensor:
-    """``w_i = 1 + exp(-H(g_i))`` normalised to sum to one over the batch (one domain)."""
+    """``w_i = 1 + exp(-H(g_i))`` normalised to sum to one over the batch (one domain); under torchrun
+    over the global batch (:func:`~crossfuse.parallel.global_sum`), as one process normalises them."""
     entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(1)
     weights = 1 + torch.exp(-entropy)
-    return weights / weights.sum()
+    return weights / global_sum(weights)
 
 
 @TRANSFERS.register("cdan")
@@ -83,6 +85,7 @@ class CDAN(TransferMethod):
 
     def alignment_loss(self, outputs: StepOutputs, progress: float) -> torch.Tensor:
         coefficient = dann_lambda(progress)
+        world = current_shard()[1]
         losses = []
         for fused, logits, label in ((outputs.source_fused, outputs.source_logits, 0.0),
                                      (outputs.target_fused, outputs.target_logits, 1.0)):  # fmt: skip
@@ -95,6 +98,9 @@ class CDAN(TransferMethod):
             if self.entropy_conditioning:
                 weights = entropy_weights(probabilities)
             else:
-                weights = torch.full_like(per_sample, 1 / len(per_sample))
-            losses.append((weights * per_sample).sum())
+                weights = torch.full_like(per_sample, 1 / (len(per_sample) * world))
+            # this shard's part of the global weighted sum, times the world size: DDP's average of the
+            # processes' gradients is then the one-process gradient
+            part = (weights * per_sample).sum()
+            losses.append(part * world if world > 1 else part)
         return 0.5 * (losses[0] + losses[1])

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossfuse.errors import ConfigError
+from crossfuse.parallel import gather_shards
 from crossfuse.registry import TRANSFERS
 from crossfuse.transfer.base import run_model
 from crossfuse.transfer.dann import DANN, DomainClassifier
@@ -86,7 +87,10 @@ class ModalityCorrespondence(DANN):
         )
 
     def correspondence(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """``L_corr`` of one batch's encodings, averaged over the modality pairs."""
+        """``L_corr`` of one batch's encodings, averaged over the modality pairs. Under torchrun the pairs
+        are rolled over the global batch (:func:`~crossfuse.parallel.gather_shards`), as one process rolls
+        them: rolling each process's shard would pair other rows, with another shift."""
+        features = {m: gather_shards(f) for m, f in features.items()}
         n = next(iter(features.values())).shape[0]
         shift = int(torch.randint(1, max(n, 2), ()).item())
         losses = []
