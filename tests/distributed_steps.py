@@ -31,6 +31,8 @@ CASES = (
         ("late", name, {})
         for name in ("mcc", "cdan", "jan", "bnm", "mimicry", "correspondence", "m3sda", "shot")
     ]
+    # domain generalisation: two source domains (alternate rows), no target
+    + [("late", name, {}) for name in ("erm", "coral-dg", "dann-dg", "mixup-dg", "swa", "modality-dropout")]
 )
 
 
@@ -52,13 +54,16 @@ def main(out: Path) -> None:
         torch.manual_seed(0)
         model = build_model({"vec": (6,), "seq": (7, 4)}, 3, fusion, hidden_dim=16, dropout=0.3)
         method = TRANSFERS[transfer](**options)
-        start_method(method, model, source, target, seed=0)
+        domains = (np.arange(len(labels)) % 2) if method.domain_generalization else None
+        start_method(method, model, source, target, seed=0, n_source_domains=1 if domains is None else 2)
         with torch.no_grad():
             inputs = {m: torch.from_numpy(np.concatenate([source[m], target[m]])) for m in source}
             initial_logits = model.eval()(inputs)
         settings = TrainSettings(epochs=1, batch_size=16, min_steps_per_epoch=6, early_stopping=False)
         data = (source, labels)
-        train(model, method, data, data, target, None, settings, seed=0, log=lambda _: None)
+        train(
+            model, method, data, data, target, None, settings, 0, log=lambda _: None, source_domains=domains
+        )
         if rank == 0:
             model.eval()
             with torch.no_grad():
