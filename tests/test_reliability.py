@@ -153,3 +153,78 @@ def test_two_processes_train_the_model_one_process_trains(toy_folder, tmp_path):
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
+
+
+# --- resuming every method -------------------------------------------------------------------------
+
+
+class StopTraining(Exception):
+    pass
+
+
+def toy_trainer(transfer: str, checkpoint_dir: Path, weight_averaging: str = "none", on_step=None):
+    """A 3-epoch run of four steps an epoch on the distributed test's toy data (two source domains, by
+    alternate rows, for a domain-generalisation method)."""
+    import numpy as np
+
+    from crossfuse.model import build_model
+    from crossfuse.train.lifecycle import start_method
+    from crossfuse.train.loop import Trainer, TrainSettings
+    from crossfuse.transfer import TRANSFERS
+    from tests.distributed_steps import toy_data
+
+    checkpoint_dir.mkdir(exist_ok=True)
+    source, labels, target = toy_data()
+    torch.manual_seed(0)
+    model = build_model({"vec": (6,), "seq": (7, 4)}, 3, "late", hidden_dim=16, dropout=0.3)
+    method = TRANSFERS[transfer]()
+    domains = (np.arange(len(labels)) % 2) if method.domain_generalization else None
+    start_method(method, model, source, target, seed=0, n_source_domains=1 if domains is None else 2)
+    settings = TrainSettings(
+        epochs=3,
+        batch_size=16,
+        min_steps_per_epoch=4,
+        early_stopping=False,
+        weight_averaging=weight_averaging,
+    )
+    trainer = Trainer(
+        model, method, (source, labels), (source, labels), target, (target, labels), settings, seed=0,
+        log=lambda _: None, checkpoint_dir=checkpoint_dir, on_step=on_step, source_domains=domains,
+    )  # fmt: skip
+    return trainer, model
+
+
+def resumable_cases():
+    from crossfuse.transfer import TRANSFERS
+
+    # finetune's second phase needs labelled target shots, which the runner sets aside
+    methods = [(name, "none") for name in TRANSFERS.names() if name != "finetune"]
+    return methods + [("dann", "ema"), ("dann", "swa")]
+
+
+@pytest.mark.parametrize(("transfer", "weight_averaging"), resumable_cases())
+def test_every_method_resumed_from_its_checkpoint_trains_what_an_uninterrupted_run_trains(
+    transfer, weight_averaging, tmp_path
+):
+    """Stopped in the second epoch, resumed from the checkpoint of the first: the same history and the
+    same weights, to the bit (method parameters and buffers, optimiser moments, averages, RNG)."""
+    trainer, model = toy_trainer(transfer, tmp_path / "straight", weight_averaging)
+    straight = trainer.fit()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    per_epoch = trainer.steps_per_epoch
+
+    def stop_in_the_second_epoch(step: int, total: int) -> None:
+        if step == per_epoch + 2:
+            raise StopTraining
+
+    with pytest.raises(StopTraining):
+        toy_trainer(transfer, tmp_path / "stopped", weight_averaging, stop_in_the_second_epoch)[0].fit()
+    assert (tmp_path / "stopped" / "checkpoint.safetensors").exists()
+    steps: list[int] = []
+    trainer, model = toy_trainer(
+        transfer, tmp_path / "stopped", weight_averaging, lambda k, _: steps.append(k)
+    )
+    resumed = trainer.fit()
+    assert steps[0] == per_epoch + 1 and len(steps) == 2 * per_epoch  # it went on from the second epoch
+    assert json.dumps(resumed.history, default=str) == json.dumps(straight.history, default=str)
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
