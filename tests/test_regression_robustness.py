@@ -69,7 +69,18 @@ def test_regression_metrics_by_hand():
     )
 
 
-@pytest.mark.parametrize("transfer", ["source-only", "iw", "dann", "coral", "mmd", "mixup", "finetune"])
+def adaptation_methods(regression: bool) -> list[str]:
+    """The registered adaptation methods whose maths holds (or not) for a regression."""
+    from crossfuse.registry import TRANSFERS
+
+    return [
+        name
+        for name in TRANSFERS.names()
+        if not TRANSFERS[name].domain_generalization and TRANSFERS[name].supports_regression == regression
+    ]
+
+
+@pytest.mark.parametrize("transfer", adaptation_methods(regression=True))
 def test_a_regression_run_end_to_end(tmp_path, transfer):
     folder = regression_folder(tmp_path / "f")
     config = load_config(
@@ -300,3 +311,14 @@ def test_a_method_without_regression_maths_is_refused_in_one_line(tmp_path):
     config = load_config(None, dict(data=str(folder), source=["a"], target=["b"], epochs=1, transfer="mcc"))
     with pytest.raises(CrossfuseError, match="--transfer mcc: minimum class confusion works on class"):
         run_experiment(config, None, log=quiet)
+    refused = adaptation_methods(regression=False)
+    assert {"mcc", "cdan", "shot", "mimicry", "jan", "bnm"} <= set(refused)
+    for transfer in refused:
+        config = load_config(
+            None, dict(data=str(folder), source=["a"], target=["b"], epochs=1, transfer=transfer)
+        )
+        with pytest.raises(
+            CrossfuseError, match=rf"--transfer {transfer}: .*a regression has none"
+        ) as caught:
+            run_experiment(config, None, log=quiet)
+        assert "\n" not in str(caught.value)
