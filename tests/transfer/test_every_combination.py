@@ -52,6 +52,31 @@ def test_one_training_step(transfer, fusion):
         method.after_training(model, (target, labels), (source, labels), lr=1e-3, seed=0)
 
 
+@pytest.mark.parametrize("fusion", [f for f in FUSIONS if f != "early"])
+@pytest.mark.parametrize("transfer", ["mimicry", "correspondence"])
+def test_the_multimodal_methods_take_a_step_with_three_modalities(transfer, fusion):
+    """Three modalities: correspondence has a classifier for each of the three pairs, mimicry a head and a
+    mimic head for each modality; every parameter of model and method moves in one step."""
+    shapes = {"seq": (6, 3), "vec": (5,), "wide": (9,)}
+    rng = np.random.default_rng(0)
+    source = {m: rng.normal(size=(16, *s)).astype(np.float32) for m, s in shapes.items()}
+    target = {m: x + 1.0 for m, x in source.items()}
+    torch.manual_seed(0)
+    model = build_model(shapes, n_classes=3, fusion=fusion, hidden_dim=8)
+    method = TRANSFERS[transfer]()
+    start_method(method, model, source, target, seed=0)
+    if transfer == "correspondence":
+        assert method.pairs == [("seq", "vec"), ("seq", "wide"), ("vec", "wide")]
+    parameters = list(model.parameters()) + list(method.parameters())
+    before = [p.detach().clone() for p in parameters]
+    optimizer = torch.optim.Adam(parameters, lr=1e-2)
+    to_t = lambda a: {m: torch.from_numpy(x) for m, x in a.items()}  # noqa: E731
+    labels = torch.arange(16) % 3
+    method.training_loss(model, to_t(source), labels, to_t(target), progress=0.5).backward()
+    optimizer.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, parameters, strict=True))
+
+
 def test_dann_domain_classifier_moves_to_chance_while_source_accuracy_stays_high():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
