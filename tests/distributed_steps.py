@@ -47,15 +47,22 @@ def toy_data(n: int = 96) -> tuple[dict, np.ndarray, dict]:
     return source, labels, target
 
 
+def toy_model(fusion: str, transfer: str, options: dict, source, labels, target):
+    """The seeded toy model and its started method; a domain-generalisation method gets two source
+    domains (alternate rows), returned as the rows' domain index (``None`` otherwise)."""
+    torch.manual_seed(0)
+    model = build_model({"vec": (6,), "seq": (7, 4)}, 3, fusion, hidden_dim=16, dropout=0.3)
+    method = TRANSFERS[transfer](**options)
+    domains = (np.arange(len(labels)) % 2) if method.domain_generalization else None
+    start_method(method, model, source, target, seed=0, n_source_domains=1 if domains is None else 2)
+    return model, method, domains
+
+
 def main(out: Path) -> None:
     rank, _ = distributed_context()
     source, labels, target = toy_data()
     for fusion, transfer, options in CASES:
-        torch.manual_seed(0)
-        model = build_model({"vec": (6,), "seq": (7, 4)}, 3, fusion, hidden_dim=16, dropout=0.3)
-        method = TRANSFERS[transfer](**options)
-        domains = (np.arange(len(labels)) % 2) if method.domain_generalization else None
-        start_method(method, model, source, target, seed=0, n_source_domains=1 if domains is None else 2)
+        model, method, domains = toy_model(fusion, transfer, options, source, labels, target)
         with torch.no_grad():
             inputs = {m: torch.from_numpy(np.concatenate([source[m], target[m]])) for m in source}
             initial_logits = model.eval()(inputs)

@@ -165,21 +165,12 @@ class StopTraining(Exception):
 def toy_trainer(transfer: str, checkpoint_dir: Path, weight_averaging: str = "none", on_step=None):
     """A 3-epoch run of four steps an epoch on the distributed test's toy data (two source domains, by
     alternate rows, for a domain-generalisation method)."""
-    import numpy as np
-
-    from crossfuse.model import build_model
-    from crossfuse.train.lifecycle import start_method
     from crossfuse.train.loop import Trainer, TrainSettings
-    from crossfuse.transfer import TRANSFERS
-    from tests.distributed_steps import toy_data
+    from tests.distributed_steps import toy_data, toy_model
 
     checkpoint_dir.mkdir(exist_ok=True)
     source, labels, target = toy_data()
-    torch.manual_seed(0)
-    model = build_model({"vec": (6,), "seq": (7, 4)}, 3, "late", hidden_dim=16, dropout=0.3)
-    method = TRANSFERS[transfer]()
-    domains = (np.arange(len(labels)) % 2) if method.domain_generalization else None
-    start_method(method, model, source, target, seed=0, n_source_domains=1 if domains is None else 2)
+    model, method, domains = toy_model("late", transfer, {}, source, labels, target)
     settings = TrainSettings(
         epochs=3,
         batch_size=16,

@@ -354,17 +354,18 @@ class Trainer:
 
     def step(self, source_rows: torch.Tensor, target_rows: torch.Tensor, progress: float) -> float:
         """One optimisation step on the given global rows (this process takes its share); the loss."""
-        rows = source_rows[self.rank :: self.world]
-        target_rows = target_rows[self.rank :: self.world]
+        # a no-op for the epoch plans, which are on the device already
+        rows = source_rows[self.rank :: self.world].to(self.device)
+        target_rows = target_rows[self.rank :: self.world].to(self.device)
         self.method.batch_source_rows = rows
         if self.source_domains is not None:
-            self.method.batch_source_domains = self.source_domains[rows].to(self.device)
+            self.method.batch_source_domains = self.source_domains[rows]
         with batch_shard(self.rank, self.world):
             loss = self.forward(
-                {m: x[rows.to(self.device)] for m, x in self.source_rows.items()},
-                self.labels[rows.to(self.device)],
+                {m: x[rows] for m, x in self.source_rows.items()},
+                self.labels[rows],
                 # a method that trains on the source alone gets no target rows: nothing to gather
-                {m: x[target_rows.to(self.device)] for m, x in self.target_rows.items()}
+                {m: x[target_rows] for m, x in self.target_rows.items()}
                 if self.method.uses_target
                 else self.no_target_rows,
                 progress,

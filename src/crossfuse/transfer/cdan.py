@@ -101,6 +101,5 @@ class CDAN(TransferMethod):
                 weights = torch.full_like(per_sample, 1 / (len(per_sample) * world))
             # this shard's part of the global weighted sum, times the world size: DDP's average of the
             # processes' gradients is then the one-process gradient
-            part = (weights * per_sample).sum()
-            losses.append(part * world if world > 1 else part)
+            losses.append((weights * per_sample).sum() * world)
         return 0.5 * (losses[0] + losses[1])
