@@ -16,6 +16,9 @@ Three things differ between one process and N unless they are made to agree:
 
 Outside :func:`batch_shard` (evaluation, fine-tuning, a single process) the shard is ``(0, 1)`` and each
 of them is the plain operation.
+
+The same holds for a batch that one process forwards in parts (:func:`batch_part`, used by
+:func:`~crossfuse.parallel.forward_blocks`): each part gets its rows of the draws for the whole batch.
 """
 
 from __future__ import annotations
@@ -28,6 +31,46 @@ import torch
 import torch.distributed as dist
 
 _SHARD: ContextVar[tuple[int, int]] = ContextVar("crossfuse_batch_shard", default=(0, 1))
+
+
+class DrawTape:
+    """The random draws of one forward pass over a batch, recorded by its first part and replayed to the
+    others in the same order (:func:`batch_part`)."""
+
+    def __init__(self) -> None:
+        self.draws: list[torch.Tensor] = []
+        self.position: int | None = None
+
+    def take(self, draw: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self.position is None:
+            self.draws.append(draw())
+            return self.draws[-1]
+        if self.position >= len(self.draws):
+            raise RuntimeError("a part of the batch drew more than the first part did")
+        self.position += 1
+        return self.draws[self.position - 1]
+
+    def rewind(self) -> None:
+        """Replay from the first draw (the next part of the batch)."""
+        self.position = 0
+
+
+_PART: ContextVar[tuple[torch.Tensor, int, DrawTape] | None] = ContextVar(
+    "crossfuse_batch_part", default=None
+)
+
+
+@contextmanager
+def batch_part(rows: torch.Tensor, total: int, tape: DrawTape) -> Iterator[None]:
+    """Within the block the model forwards rows ``rows`` of a batch of ``total`` rows (this process's):
+    a random draw per row is made for the whole batch and these rows kept, the draws recorded in ``tape``
+    by the first part and replayed to the others (``tape.rewind()`` between parts). The parts then get
+    the numbers that one pass over the batch draws, and the generator advances as that pass's does."""
+    token = _PART.set((rows, total, tape))
+    try:
+        yield
+    finally:
+        _PART.reset(token)
 
 
 @contextmanager
@@ -49,7 +92,19 @@ def current_shard() -> tuple[int, int]:
 
 def draw_for_shard(draw: Callable[[int], torch.Tensor], local_rows: int) -> torch.Tensor:
     """``draw(n)`` returns ``n`` random rows; this returns the rows of a draw for the global batch that
-    belong to this process, ``draw(w * local_rows)[rank::w]``."""
+    belong to this process, ``draw(w * local_rows)[rank::w]`` (and of those, within :func:`batch_part`,
+    the part's rows)."""
+    part = _PART.get()
+    if part is None:
+        return _draw_shard(draw, local_rows)
+    rows, total, tape = part
+    if local_rows != len(rows):
+        raise RuntimeError(f"a part of {len(rows)} rows drew for {local_rows}")
+    whole = tape.take(lambda: _draw_shard(draw, total))
+    return whole[rows.to(whole.device)]
+
+
+def _draw_shard(draw: Callable[[int], torch.Tensor], local_rows: int) -> torch.Tensor:
     rank, world = current_shard()
     if world == 1:
         return draw(local_rows)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from crossfuse.errors import ConfigError
 from crossfuse.model import MultimodalModel
-from crossfuse.parallel import draw_for_shard
+from crossfuse.parallel import draw_for_shard, forward_blocks
 from crossfuse.registry import TRANSFERS
 from crossfuse.transfer.base import TransferMethod
 from crossfuse.transfer.gradient_reversal import dann_lambda
@@ -113,11 +113,11 @@ class DomainMixup(TransferMethod):
         n = labels.shape[0]
         target = {m: x[torch.arange(n, device=x.device) % x.shape[0]] for m, x in target.items()}
         lam = draw_for_shard(self.sample_lambda, n).to(labels.device)
-        if self.space == "inputs":  # one pass over [source; target; mixed]
-            logits = model(
-                {m: torch.cat([source[m], target[m], mix(source[m], target[m], lam)]) for m in source}
+        if self.space == "inputs":  # [source; target; mixed] as one pass; the target's only read
+            mixed = {m: mix(source[m], target[m], lam) for m in source}
+            source_logits, target_logits, mixed_logits = forward_blocks(
+                model, [source, target, mixed], no_grad=[False, True, False]
             )
-            source_logits, target_logits, mixed_logits = logits[:n], logits[n : 2 * n], logits[2 * n :]
         else:
             features = model.encode({m: torch.cat([source[m], target[m]]) for m in sorted(source)})
             mixed = {m: torch.cat([f, mix(f[:n], f[n:], lam)]) for m, f in features.items()}

@@ -1,0 +1,81 @@
+"""A training forward pass over blocks of rows, some of which need no gradient.
+
+Domain mixup forwards ``[source; target; mixed]`` in one pass and uses the target rows' outputs only as
+detached pseudo-labels, yet a backward pass through that batch spends a third of its work on rows whose
+gradient is zero. :func:`forward_blocks` forwards those blocks without an autograd graph and the others
+with one, so that the backward pass touches only the rows the loss differentiates.
+
+Nothing else changes. Every random draw per row (dropout masks, modality dropout) is made for the whole
+batch and each part keeps its rows (:func:`~crossfuse.parallel.batch_part`), so each row gets the mask
+that one pass gives it and the generator ends where one pass leaves it. A row's output does not depend on
+the other rows of a batch for the layers the library builds (no batch statistics), and the weight
+gradients' sums over rows only lose terms that are exactly zero; the float sums may group their terms
+differently, so the numbers are the same up to that rounding (to the bit at AV-Digits' batch of 64 rows,
+where every printed number of ``make bench`` stays the same). A model with a layer that could mix rows
+(batch normalisation, or any layer from outside torch and crossfuse, which cannot be checked) is forwarded
+in one pass as before, as is every model on a GPU, where a pass is bound by kernel launches rather than
+arithmetic, and every shard under ``torchrun`` (its agreement with one process was measured on the
+one-pass arithmetic, and its shards are too small to gain much).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from crossfuse.parallel.batch_shard import DrawTape, batch_part, current_shard
+
+Inputs = Mapping[str, torch.Tensor]
+
+
+def rows_independent(model: nn.Module) -> bool:
+    """Whether each row's output of ``model`` is known to depend on that row alone: every layer is torch's
+    or crossfuse's, and none normalises over the batch."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase):
+            return False
+        if not type(module).__module__.startswith(("torch.nn.", "crossfuse.")):
+            return False
+    return True
+
+
+def forward_blocks(model: nn.Module, blocks: Sequence[Inputs], no_grad: Sequence[bool]) -> list[torch.Tensor]:
+    """``model(cat(blocks))`` split back into one output per block, as one training pass computes it; the
+    outputs of the blocks marked ``no_grad`` carry no autograd graph.
+
+    Parameters
+    ----------
+    model
+        Maps ``{modality: (rows, ...)}`` to ``(rows, ...)``.
+    blocks
+        Row blocks with the same modalities.
+    no_grad
+        One flag a block: its output is only read, never differentiated.
+    """
+    sizes = [len(next(iter(block.values()))) for block in blocks]
+    modalities = list(blocks[0])
+    device = next(iter(blocks[0].values())).device
+    one_process_cpu = device.type == "cpu" and current_shard()[1] == 1
+    if not any(no_grad) or all(no_grad) or not one_process_cpu or not rows_independent(model):
+        outputs = model({m: torch.cat([block[m] for block in blocks]) for m in modalities})
+        parts = list(torch.split(outputs, sizes))
+        return [part.detach() if skip else part for part, skip in zip(parts, no_grad, strict=True)]
+    starts = torch.tensor([0, *sizes]).cumsum(0).tolist()
+    rows = [torch.arange(starts[i], starts[i + 1]) for i in range(len(blocks))]
+    total, tape = starts[-1], DrawTape()
+    passes = {}
+    for skip in (True, False):
+        chosen = [i for i, s in enumerate(no_grad) if s == skip]
+        inputs = (
+            blocks[chosen[0]]
+            if len(chosen) == 1
+            else {m: torch.cat([blocks[i][m] for i in chosen]) for m in modalities}
+        )
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not skip):
+            with batch_part(torch.cat([rows[i] for i in chosen]), total, tape):
+                outputs = model(inputs)
+        tape.rewind()
+        passes[skip] = dict(zip(chosen, torch.split(outputs, [sizes[i] for i in chosen]), strict=True))
+    return [passes[skip][i] for i, skip in enumerate(no_grad)]
