@@ -61,6 +61,7 @@ def test_parts_give_one_pass(fusion, modality_dropout, sizes):
     results = []
     for forward in (one_pass, lambda m, p: forward_blocks(m, p, no_grad=[False, True, False])):
         model = training_model(fusion, modality_dropout)
+        assert rows_independent(model)  # the built-in model is forwarded in parts
         torch.manual_seed(5)
         outputs = forward(model, parts)
         loss_of(outputs).backward()
@@ -100,6 +101,8 @@ def test_a_model_that_may_mix_rows_is_forwarded_in_one_pass():
     model = Batchwise()
     assert not rows_independent(model)
     assert not rows_independent(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)))
+    assert not rows_independent(nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5)))  # its own masks
+    assert rows_independent(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
     assert rows_independent(training_model("lmf"))
     parts = [{"vec": b["vec"]} for b in blocks()]
     outputs = forward_blocks(model, parts, no_grad=[False, True, False])

@@ -11,11 +11,11 @@ that one pass gives it and the generator ends where one pass leaves it. A row's 
 the other rows of a batch for the layers the library builds (no batch statistics), and the weight
 gradients' sums over rows only lose terms that are exactly zero; the float sums may group their terms
 differently, so the numbers are the same up to that rounding (to the bit at AV-Digits' batch of 64 rows,
-where every printed number of ``make bench`` stays the same). A model with a layer that could mix rows
-(batch normalisation, or any layer from outside torch and crossfuse, which cannot be checked) is forwarded
-in one pass as before, as is every model on a GPU, where a pass is bound by kernel launches rather than
-arithmetic, and every shard under ``torchrun`` (its agreement with one process was measured on the
-one-pass arithmetic, and its shards are too small to gain much).
+where every printed number of ``make bench`` stays the same). A model with a layer not known to be
+row-wise with shared draws (:func:`rows_independent`: batch normalisation, torch's own dropout, a user's
+layer) is forwarded in one pass as before, as is every model on a GPU, where a pass is bound by kernel
+launches rather than arithmetic, and every shard under ``torchrun`` (its agreement with one process was
+measured on the one-pass arithmetic, and its shards are too small to gain much).
 """
 
 from __future__ import annotations
@@ -30,15 +30,27 @@ from crossfuse.parallel.batch_shard import DrawTape, batch_part, current_shard
 Inputs = Mapping[str, torch.Tensor]
 
 
+#: torch layers whose output row depends on its input row alone and that draw no random numbers of
+#: their own (torch's dropout would draw a mask a part, not the one pass's).
+ROW_WISE_LAYERS = (
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+    nn.AvgPool1d, nn.AvgPool2d, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ELU, nn.Embedding, nn.Flatten,
+    nn.GELU, nn.GroupNorm, nn.Identity, nn.LayerNorm, nn.LeakyReLU, nn.Linear, nn.MaxPool1d,
+    nn.MaxPool2d, nn.ModuleDict, nn.ModuleList, nn.ParameterDict, nn.ParameterList, nn.ReLU,
+    nn.Sequential, nn.SiLU, nn.Sigmoid, nn.Tanh,
+)  # fmt: skip
+
+
 def rows_independent(model: nn.Module) -> bool:
-    """Whether each row's output of ``model`` is known to depend on that row alone: every layer is torch's
-    or crossfuse's, and none normalises over the batch."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._NormBase):
-            return False
-        if not type(module).__module__.startswith(("torch.nn.", "crossfuse.")):
-            return False
-    return True
+    """Whether each row's output of ``model`` is known to depend on that row alone, and its random draws
+    per row all to go through :func:`~crossfuse.parallel.draw_for_shard`: every layer is crossfuse's
+    (all row-wise) or one of :data:`ROW_WISE_LAYERS`, exactly (not a subclass, which could do anything).
+    Batch normalisation, torch's own dropout, attention (whose batch axis is a flag) and a user's layer are
+    not."""
+    return all(
+        type(module) in ROW_WISE_LAYERS or type(module).__module__.startswith("crossfuse.")
+        for module in model.modules()
+    )
 
 
 def forward_blocks(model: nn.Module, blocks: Sequence[Inputs], no_grad: Sequence[bool]) -> list[torch.Tensor]:
