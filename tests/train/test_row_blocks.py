@@ -123,3 +123,27 @@ def test_parts_keep_their_rows_of_the_whole_draw():
     assert first.tolist() == [10, 30] and second.tolist() == [0, 20]
     with batch_part(torch.tensor([0, 2]), 4, DrawTape()), pytest.raises(RuntimeError, match="part of 2 rows"):
         draw_for_shard(lambda n: torch.zeros(n), 3)
+
+
+def test_mixup_trains_what_its_one_pass_trained(monkeypatch):
+    """Domain mixup's step through forward_blocks: the loss and gradients of its one pass over
+    [source; target; mixed] (forced by declaring the model not row-wise)."""
+    from crossfuse.parallel import row_blocks
+    from crossfuse.transfer import TRANSFERS
+
+    source, target, _ = blocks((6, 6, 1))
+    labels = torch.arange(6) % 4
+    results = []
+    for split in (False, True):
+        if not split:
+            monkeypatch.setattr(row_blocks, "rows_independent", lambda model: False)
+        else:
+            monkeypatch.undo()
+        model = training_model("late", modality_dropout=0.3)
+        torch.manual_seed(3)
+        loss = TRANSFERS["mixup"]().training_loss(model, source, labels, target, progress=0.7)
+        loss.backward()
+        results.append((loss, {k: p.grad for k, p in model.named_parameters()}, torch.rand(2)))
+    (loss_a, grads_a, after_a), (loss_b, grads_b, after_b) = results
+    assert same(loss_a, loss_b) and torch.equal(after_a, after_b)
+    assert all(same(grads_a[k], grads_b[k]) for k in grads_a)
