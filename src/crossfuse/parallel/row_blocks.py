@@ -21,6 +21,7 @@ measured on the one-pass arithmetic, and its shards are too small to gain much).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import accumulate
 
 import torch
 from torch import nn
@@ -74,20 +75,19 @@ def forward_blocks(model: nn.Module, blocks: Sequence[Inputs], no_grad: Sequence
         outputs = model({m: torch.cat([block[m] for block in blocks]) for m in modalities})
         parts = list(torch.split(outputs, sizes))
         return [part.detach() if skip else part for part, skip in zip(parts, no_grad, strict=True)]
-    starts = torch.tensor([0, *sizes]).cumsum(0).tolist()
-    rows = [torch.arange(starts[i], starts[i + 1]) for i in range(len(blocks))]
-    total, tape = starts[-1], DrawTape()
-    passes = {}
-    for skip in (True, False):
+    starts = list(accumulate(sizes, initial=0))
+    tape, outputs = DrawTape(), [torch.empty(0)] * len(blocks)
+    for skip in (True, False):  # the first part records the draws, the second replays them
         chosen = [i for i, s in enumerate(no_grad) if s == skip]
         inputs = (
             blocks[chosen[0]]
             if len(chosen) == 1
             else {m: torch.cat([blocks[i][m] for i in chosen]) for m in modalities}
         )
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not skip):
-            with batch_part(torch.cat([rows[i] for i in chosen]), total, tape):
-                outputs = model(inputs)
+        rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in chosen])
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not skip), batch_part(rows, starts[-1], tape):
+            parts = torch.split(model(inputs), [sizes[i] for i in chosen])
         tape.rewind()
-        passes[skip] = dict(zip(chosen, torch.split(outputs, [sizes[i] for i in chosen]), strict=True))
-    return [passes[skip][i] for i, skip in enumerate(no_grad)]
+        for i, part in zip(chosen, parts, strict=True):
+            outputs[i] = part
+    return outputs
