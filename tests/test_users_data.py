@@ -168,19 +168,42 @@ def test_a_diverging_run_stops_with_one_line_and_exit_2_and_frees_its_folder(tmp
     assert code == 0 and (out / "metrics.json").exists()
 
 
+def one_hot(predicted: list[int], classes: int) -> np.ndarray:
+    return np.eye(classes, dtype=np.float32)[predicted]
+
+
 def test_warnings_flag_chance_level_and_exploding_or_flat_loss():
-    chosen = {"source_val_accuracy": 0.12}
-    history = [{"train_loss": 2.3}, {"train_loss": 2.31}]
-    flagged = run_warnings(history, chosen, chance=0.1, n_validation=300)
+    labels = np.repeat(np.arange(10), 30)
+    flat = [{"train_loss": 2.3}, {"train_loss": 2.31}]
+    flagged = run_warnings(flat, one_hot([0] * 300, 10), labels)  # one answer for every row: 1/10
     assert any("near chance" in w for w in flagged) and any("did not fall" in w for w in flagged)
-    good = {"source_val_accuracy": 0.9}
-    exploded = run_warnings([{"train_loss": 1.0}, {"train_loss": 2e11}], good, 0.1, 300)
+    good = one_hot(list(labels[:270]) + [0] * 30, 10)  # 9 classes right, the last wrong: 0.9
+    exploded = run_warnings([{"train_loss": 1.0}, {"train_loss": 2e11}], good, labels)
     assert len(exploded) == 1 and "exploded" in exploded[0]
-    assert run_warnings([{"train_loss": 2.0}, {"train_loss": 0.3}], good, 0.1, 300) == []
-    # two standard errors of chance: 0.5 + 2 sqrt(0.25 / 25) = 0.7 with 25 validation rows
     fell = [{"train_loss": 2.0}, {"train_loss": 0.3}]
-    assert run_warnings(fell, {"source_val_accuracy": 0.69}, 0.5, 25)
-    assert not run_warnings(fell, {"source_val_accuracy": 0.71}, 0.5, 25)
+    assert run_warnings(fell, good, labels) == []
+    # two balanced classes of 25 rows: SE = sqrt(2 * 0.25 / 25) / 2, chance + 2 SE = 0.6414
+    two = np.repeat([0, 1], 25)
+    right = lambda k: one_hot([0] * k + [1] * (25 - k) + [1] * k + [0] * (25 - k), 2)  # noqa: E731
+    assert run_warnings(fell, right(16), two)  # 0.64
+    assert not run_warnings(fell, right(17), two)  # 0.68
+
+
+def test_chance_is_judged_by_balanced_accuracy_on_unbalanced_classes():
+    """45 rows of one class, 3 of the other (94%): a perfect model was "near chance" by plain accuracy
+    (0.9375 + 2 sqrt(0.9375 * 0.0625 / 48) > 1); by balanced accuracy chance is 0.5 and the limit
+    0.5 + sqrt(0.25 / 45 + 0.25 / 3) = 0.798."""
+    labels = np.array([0] * 45 + [1] * 3)
+    fell = [{"train_loss": 2.0}, {"train_loss": 0.3}]
+    assert run_warnings(fell, one_hot(list(labels), 2), labels) == []
+    majority = run_warnings(fell, one_hot([0] * 48, 2), labels)  # plain accuracy 0.9375
+    assert len(majority) == 1 and "balanced accuracy 0.500" in majority[0]
+    assert not run_warnings(fell, one_hot([0] * 45 + [1, 1, 0], 2), labels)  # (1 + 2/3) / 2 = 0.833
+    assert run_warnings(fell, one_hot([0] * 45 + [1, 0, 0], 2), labels)  # (1 + 1/3) / 2 = 0.667
+    # rows without a label do not count; a validation set of one class cannot show chance
+    with_unlabelled = np.concatenate([labels, [-1] * 10])
+    assert run_warnings(fell, one_hot(list(labels) + [1] * 10, 2), with_unlabelled) == []
+    assert run_warnings(fell, one_hot([1] * 20, 2), np.zeros(20, dtype=int)) == []
 
 
 def test_labels_without_signal_are_flagged_in_metrics_and_summary(tmp_path):

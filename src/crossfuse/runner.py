@@ -18,7 +18,7 @@ from crossfuse.data.dataset import MultimodalDataset, Task, TaskSplit, split_tas
 from crossfuse.errors import ConfigError, CrossfuseError
 from crossfuse.evaluation.a_distance import proxy_a_distance
 from crossfuse.evaluation.ablation import modality_ablation
-from crossfuse.evaluation.warnings import chance_level, collapse_warnings, regression_warnings, run_warnings
+from crossfuse.evaluation.warnings import collapse_warnings, regression_warnings, run_warnings
 from crossfuse.model import MultimodalModel
 from crossfuse.model import build_model as build_default_model
 from crossfuse.normalize import NORMALIZATIONS
@@ -376,8 +376,7 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
         }
         measures |= {"oracle_target_mae": best_oracle, "source_val_mae": chosen["source_val_mae"]}
     else:
-        chance = chance_level(labels[split.source_train])
-        warnings = run_warnings(result.history, chosen, chance, len(split.source_val))
+        warnings = run_warnings(result.history, result.val_outputs, labels[split.source_val])
         # a domain-generalisation run has no target training rows: its scored rows, unlabelled, stand in
         if len(split.target_train):
             unlabelled, _ = predict(run.model, run.rows(split.target_train))

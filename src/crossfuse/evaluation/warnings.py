@@ -12,22 +12,42 @@ def chance_level(labels: np.ndarray) -> float:
     return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
 
 
-def run_warnings(history: list[dict], chosen: dict, chance: float, n_validation: int) -> list[str]:
-    """What makes a finished run's numbers untrustworthy: a model at chance on its own source, or a
-    training loss that exploded or never fell.
+def balanced_accuracy(predicted: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """The mean over the classes present in ``labels`` (``>= 0``) of the share of that class's rows
+    predicted as it (its recall), and the classes' row counts."""
+    known = labels >= 0
+    predicted, labels = predicted[known], labels[known]
+    classes, counts = np.unique(labels, return_counts=True)
+    recalls = [float((predicted[labels == c] == c).mean()) for c in classes]
+    return float(np.mean(recalls)) if recalls else 0.0, counts
 
-    "Near chance" is a source-validation accuracy at most ``chance + max(0.1 (1 - chance), 2 SE)``, with
-    ``SE = sqrt(chance (1 - chance) / n_validation)``: within a tenth of the way from chance to perfect,
-    or within two standard errors of chance, which a small validation set cannot tell apart from it.
+
+def run_warnings(history: list[dict], val_outputs: np.ndarray, val_labels: np.ndarray) -> list[str]:
+    """What makes a finished classifier's numbers untrustworthy: a model at chance on its own source, or
+    a training loss that exploded or never fell.
+
+    Chance is judged on the kept epoch's source-validation outputs ``val_outputs`` ``(N, C)`` by their
+    balanced accuracy ``b`` (the mean of the per-class recalls over the ``K`` classes present), which is
+    exactly ``1 / K`` for a model that answers the same class for every row, or answers at random, however
+    unbalanced the classes are. "Near chance" is ``b <= 1 / K + max(0.1 (1 - 1 / K), 2 SE)``, with
+    ``SE = sqrt(sum_k p (1 - p) / n_k) / K``, ``p = 1 / K``, the spread of ``b`` for a random answer on
+    classes of ``n_k`` rows: within a tenth of the way from chance to perfect, or within two standard
+    errors of chance, which a small validation set cannot tell apart from it. (Plain accuracy against the
+    most frequent class's share called a perfect model "near chance" when one class had 94% of the rows.)
+    A validation set of one class says nothing about chance: no flag.
     """
     warnings = []
-    accuracy_now = chosen["source_val_accuracy"]
-    error = math.sqrt(chance * (1 - chance) / max(n_validation, 1))
-    if accuracy_now <= chance + max(0.1 * (1 - chance), 2 * error):
-        warnings.append(
-            f"source-validation accuracy {accuracy_now:.3f} is near chance ({chance:.3f}, the most frequent "
-            "class): the model did not learn the source task; do not trust its target accuracy"
-        )
+    score, counts = balanced_accuracy(val_outputs.argmax(1), val_labels)
+    k = len(counts)
+    if k >= 2:
+        chance = 1 / k
+        error = math.sqrt(float((chance * (1 - chance) / counts).sum())) / k
+        if score <= chance + max(0.1 * (1 - chance), 2 * error):
+            warnings.append(
+                f"source-validation balanced accuracy {score:.3f} (the mean of the per-class accuracies) "
+                f"is near chance ({chance:.3f} for {k} classes): the model did not learn the source task; "
+                "do not trust its target accuracy"
+            )
     return warnings + loss_warnings(history)
 
 

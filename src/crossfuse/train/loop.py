@@ -72,6 +72,8 @@ class TrainResult:
     epochs_run: int
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
+    #: The kept epoch's outputs on the source-validation rows (what its source-validation score read).
+    val_outputs: np.ndarray | None = None
 
 
 def to_tensors(
@@ -498,9 +500,9 @@ class Trainer:
             self.optimizer.release()
         self.model.load_state_dict(self.best_weights)
         self.model.eval()
-        return TrainResult(
-            state.best.best_epoch, len(state.history), state.history, time.perf_counter() - started
-        )
+        seconds = time.perf_counter() - started
+        kept_val = predict(self.model, self.val_rows)[0]
+        return TrainResult(state.best.best_epoch, len(state.history), state.history, seconds, kept_val)
 
     def run_schedule(self, started: float) -> None:
         """The epochs left of the schedule, each ended by :meth:`end_epoch` and a checkpoint."""
