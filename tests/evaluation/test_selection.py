@@ -146,12 +146,14 @@ def test_the_target_rows_are_predicted_once_an_epoch_when_they_are_the_scored_ro
     )  # fmt: skip
     result = trainer.fit()
     # each epoch: the validation rows, then the target rows once (criterion, recorder and, when they are
-    # the same rows, the oracle's score); other scored rows cost one more prediction
+    # the same rows, the oracle's score); other scored rows cost one more prediction. After training, the
+    # kept weights' validation outputs once more (what the run's flags judge)
     per_epoch = [60, 40] if scored_rows == "same" else [60, 40, 40]
-    assert calls == per_epoch * 2
+    assert calls == per_epoch * 2 + [60]
     kept = result.history[result.best_epoch - 1]
     probabilities = original(model, {"x": scored})[0]  # the model holds the kept epoch's weights
     assert kept["target_accuracy"] == pytest.approx(float((probabilities.argmax(1) == target_labels).mean()))
+    assert kept["source_val_accuracy"] == float((result.val_outputs.argmax(1) == y).mean())
 
 
 def test_soft_neighbourhood_density_by_hand():
