@@ -540,3 +540,18 @@ def test_the_command_still_runs_exit_handlers_before_its_fast_exit(tmp_path):
     )
     python_code_succeeds(code)
     assert marker.read_text() == "yes"
+
+
+def test_a_source_of_one_class_is_refused_in_one_line(tmp_path):
+    folder = shifted_folder(tmp_path / "f", labels=["cat", "dog", "owl"])
+    labels = np.load(folder / "labels.npy")
+    domains = np.load(folder / "domains.npy")
+    np.save(folder / "labels.npy", np.where(domains == "a", "dog", labels))
+    out = tmp_path / "run"
+    code, _, err = cli_run(folder, out)
+    assert code == 2 and err.count("\n") == 1
+    assert "source (a) has class 'dog'" in err and "at least two classes" in err
+    assert not out.exists()
+    np.save(folder / "labels.npy", labels)  # two or more classes: it runs
+    code, _, _ = cli_run(folder, out)
+    assert code == 0 and (out / "metrics.json").exists()

@@ -15,7 +15,7 @@ import torch
 
 from crossfuse.config import RunConfig
 from crossfuse.data.dataset import MultimodalDataset, Task, TaskSplit, split_task
-from crossfuse.errors import ConfigError, CrossfuseError
+from crossfuse.errors import ConfigError, CrossfuseError, DataError
 from crossfuse.evaluation.a_distance import proxy_a_distance
 from crossfuse.evaluation.ablation import modality_ablation
 from crossfuse.evaluation.warnings import collapse_warnings, regression_warnings, run_warnings
@@ -191,6 +191,18 @@ class Run:
         return self.dataset.rows(indices)
 
 
+def refuse_one_class(dataset: MultimodalDataset, task: Task, source_labels: np.ndarray) -> None:
+    """Refuse, in one line, source training rows whose labels are all one class: a classifier learns
+    nothing from them, and its target accuracy would only be that class's share of the target."""
+    present = np.unique(source_labels[source_labels >= 0])
+    if len(present) == 1:
+        name = dataset.classes[int(present[0])]
+        raise DataError(
+            f"labels: every labelled training row of the source ({', '.join(task.source)}) has class "
+            f"{name!r}; a classifier needs at least two classes to learn from (check --source or the labels)"
+        )
+
+
 def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable[[str], None] = print) -> Run:
     """Load the data, split it, build the model (or take ``model``), start the transfer method and fit
     the selection criterion: everything before the first training step."""
@@ -202,6 +214,8 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
     config = with_recipe(config, method)
     dataset, task, split = prepare_task(config, unseen_target=method.domain_generalization)
     labels = dataset.labels
+    if dataset.objective == "classification":
+        refuse_one_class(dataset, task, labels[split.source_train])
     if config.objective == "auto" and dataset.objective == "regression":
         log(
             "note: the labels are float values, so this is a regression (--objective classification: classes)"
