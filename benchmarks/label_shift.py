@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from digits_halves import logistic_regression_baseline  # noqa: E402
 from two_moons import crossfuse_run  # noqa: E402
 
 METHODS = ["source-only", "iw", "dann", "coral", "mmd", "mixup", "mcc", "cdan", "shot", "mimicry"]
@@ -45,23 +46,6 @@ def write_wine(root: Path) -> Path:
     return root
 
 
-def logistic_regression_baseline(root: Path, seed: int) -> float:
-    """Target accuracy of ``StandardScaler`` + logistic regression on the run's own split."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from crossfuse.data.dataset import Task, split_task
-    from crossfuse.data.folder import load_folder
-
-    data = load_folder(root)
-    split = split_task(data, Task(("low",), ("high",)), seed)
-    x = np.concatenate([a for _, a in sorted(data.modalities.items())], axis=1)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    model.fit(x[split.source_train], data.labels[split.source_train])
-    return float(model.score(x[split.target_test], data.labels[split.target_test]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,7 +59,7 @@ def main() -> None:
     for domain in ("low", "high"):
         share = np.bincount(labels[domains == domain], minlength=3) / (domains == domain).sum()
         print(f"{domain} alcohol ({(domains == domain).sum()} wines): cultivars {np.round(100 * share, 1)} %")
-    baseline = [logistic_regression_baseline(folder, s) for s in args.seeds]
+    baseline = [logistic_regression_baseline(folder, s, "low", "high") for s in args.seeds]
     print(f"seeds {args.seeds}; target accuracy (%), label-free selection, mean ± std")
     mean, spread = 100 * np.mean(baseline), 100 * np.std(baseline)
     print(f"logistic regression (StandardScaler): {mean:.1f} ± {spread:.1f}")
