@@ -555,3 +555,21 @@ def test_a_source_of_one_class_is_refused_in_one_line(tmp_path):
     np.save(folder / "labels.npy", labels)  # two or more classes: it runs
     code, _, _ = cli_run(folder, out)
     assert code == 0 and (out / "metrics.json").exists()
+
+
+def test_a_one_dimensional_modality_is_one_feature_a_sample(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 200
+    labels = rng.integers(0, 2, n)
+    age = labels * 2.0 + rng.normal(size=n)  # (N,): one feature a sample
+    other = rng.normal(size=(n, 3)) + labels[:, None]
+    domains = np.where(np.arange(n) < n // 2, "a", "b")
+    folder = write_folder(tmp_path / "f", {"age": age, "other": other}, labels, domains)
+    out = tmp_path / "run"
+    code, _, err = cli_run(folder, out)
+    assert code == 0, err
+    model = crossfuse.load(out)
+    assert model.modalities["age"] == (1,)
+    flat = model.predict_proba({"age": age[:7], "other": other[:7]})
+    column = model.predict_proba({"age": age[:7, None], "other": other[:7]})
+    assert flat.shape == (7, 2) and np.array_equal(flat, column)

@@ -90,6 +90,8 @@ class TrainedModel:
             array = np.asarray(inputs[m])
             if array.shape == shape:
                 array = array[None]
+            if shape == (1,) and array.ndim == 1:  # one feature a sample, as a folder may give it
+                array = array[:, None]
             if array.ndim == 4 and array.shape[1:] != shape and array.shape[1:] == (*shape[1:], shape[0]):
                 array = to_channels_first(array)
             if array.shape[1:] != shape:

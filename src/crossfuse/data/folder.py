@@ -80,9 +80,12 @@ def to_channels_first(array: np.ndarray) -> np.ndarray:
 
 
 def check_modality(name: str, array: np.ndarray, where: str, n: int | None = None) -> np.ndarray:
-    """Validate one modality array and return it as float32 (raising :class:`DataError` naming ``where``)."""
+    """Validate one modality array and return it as float32 (raising :class:`DataError` naming ``where``);
+    a one-dimensional ``(N,)`` array is one feature a sample, ``(N, 1)``."""
     if array.dtype.kind not in "iufb":
         raise DataError(f"{where}: modality {name!r} must be numeric, found dtype {array.dtype}")
+    if array.ndim == 1:
+        array = array[:, None]
     if array.ndim < 2 or array.ndim > 4:
         raise DataError(
             f"{where}: modality {name!r} has shape {array.shape}; need (N, d), (N, T, F) or (N, C, H, W)"
