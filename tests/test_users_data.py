@@ -172,6 +172,11 @@ def one_hot(predicted: list[int], classes: int) -> np.ndarray:
     return np.eye(classes, dtype=np.float32)[predicted]
 
 
+def k_right_of_25_each(k: int) -> np.ndarray:
+    """Outputs for 25 rows of class 0 then 25 of class 1, ``k`` of each class answered right."""
+    return one_hot([0] * k + [1] * (25 - k) + [1] * k + [0] * (25 - k), 2)
+
+
 def test_warnings_flag_chance_level_and_exploding_or_flat_loss():
     labels = np.repeat(np.arange(10), 30)
     flat = [{"train_loss": 2.3}, {"train_loss": 2.31}]
@@ -184,9 +189,8 @@ def test_warnings_flag_chance_level_and_exploding_or_flat_loss():
     assert run_warnings(fell, good, labels) == []
     # two balanced classes of 25 rows: SE = sqrt(2 * 0.25 / 25) / 2, chance + 2 SE = 0.6414
     two = np.repeat([0, 1], 25)
-    right = lambda k: one_hot([0] * k + [1] * (25 - k) + [1] * k + [0] * (25 - k), 2)  # noqa: E731
-    assert run_warnings(fell, right(16), two)  # 0.64
-    assert not run_warnings(fell, right(17), two)  # 0.68
+    assert run_warnings(fell, k_right_of_25_each(16), two)  # 0.64
+    assert not run_warnings(fell, k_right_of_25_each(17), two)  # 0.68
 
 
 def test_chance_is_judged_by_balanced_accuracy_on_unbalanced_classes():
