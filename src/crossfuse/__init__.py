@@ -6,7 +6,8 @@ The public API: ``crossfuse.run(config, model=None)`` trains and evaluates one r
 ``alignment_loss(outputs, progress)``) or :class:`SelectionCriterion` to write a method; the registries
 :data:`FUSIONS`, :data:`TRANSFERS` and :data:`SELECTION_CRITERIA` map names to classes (plug-ins through
 the entry-point groups ``crossfuse.fusions``, ``crossfuse.transfers``, ``crossfuse.selection``);
-``crossfuse.load(RUN)`` gives the trained model of a run folder. Names are imported on first use, so
+``crossfuse.load(RUN)`` gives the trained model of a run folder; :class:`MultimodalEstimator` is the
+scikit-learn style estimator (``fit(X, y, sample_domain)``). Names are imported on first use, so
 ``import crossfuse`` (and the command line's start-up) stays cheap.
 """
 
@@ -30,6 +31,9 @@ _EXPORTS = {
     "RunResult": "crossfuse.results",
     "load": "crossfuse.predictor",
     "TrainedModel": "crossfuse.predictor",
+    "MultimodalEstimator": "crossfuse.estimator",
+    "MultimodalClassifier": "crossfuse.estimator",
+    "MultimodalRegressor": "crossfuse.estimator",
     # data
     "load_folder": "crossfuse.data.folder",
     "MultimodalDataset": "crossfuse.data.dataset",

@@ -1,0 +1,232 @@
+"""A scikit-learn style estimator over crossfuse's runs, with skada's ``sample_domain`` convention."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+from crossfuse.errors import ConfigError, DataError
+
+#: Columns of a flat ``X`` without a ``modalities`` layout: one vector modality of this name.
+DEFAULT_MODALITY = "x"
+
+
+class MultimodalEstimator(BaseEstimator):
+    """Fusion and transfer as a scikit-learn estimator: ``fit(X, y, sample_domain)``, ``predict``,
+    ``predict_proba``, ``score``, ``get_params`` / ``set_params`` (so ``sklearn.base.clone``, grid
+    search and cross-validation take it).
+
+    ``X`` is a dict of arrays, one per modality (``(N, d)``, ``(N, T, F)`` or ``(N, C, H, W)``), or one
+    2-D array whose columns ``modalities`` lays out (``{'audio': (20, 13), 'image': (1, 16, 16)}``: each
+    modality takes the next ``prod(shape)`` columns, reshaped), so that scikit-learn can index and split
+    it. ``sample_domain`` follows skada: a positive integer ``k`` marks a row of source domain ``k``, a
+    negative one a row of target domain ``-k``, whose label is not used for training (skada masks it
+    with ``-1``); without it every row is source. ``fit`` runs what ``crossfuse run`` runs on such a
+    folder (the same checks, normalisation, label-free selection on 20% of the source rows), with the
+    target rows as the unlabelled stream, and keeps the trained model in memory.
+
+    Parameters
+    ----------
+    fusion, transfer, selection
+        Names from :data:`~crossfuse.registry.FUSIONS`, :data:`~crossfuse.registry.TRANSFERS` and
+        :data:`~crossfuse.registry.SELECTION_CRITERIA`.
+    modalities
+        The layout of a flat ``X`` (name -> sample shape, or a width for a vector); ``None``: one vector
+        modality.
+    epochs, batch_size, lr, hidden_dim, dropout, objective, fusion_options, transfer_options, seed, device
+        As the run settings of the same names (``crossfuse run --help``); ``None`` keeps the default.
+    out
+        A folder to keep the run in (config, history, metrics, model); by default a temporary one,
+        removed after ``fit``.
+    verbose
+        Print the run's epoch lines.
+
+    Attributes
+    ----------
+    classes_
+        The class values, in the column order of :meth:`predict_proba` (classification).
+    result_
+        The run's :class:`~crossfuse.results.RunResult` (chosen epoch, warnings, ...).
+    """
+
+    #: The objective a subclass always trains (scikit-learn's estimator type), else ``objective``.
+    fixed_objective: str | None = None
+
+    def __init__(
+        self,
+        fusion: str = "late",
+        transfer: str = "source-only",
+        selection: str = "source-val",
+        modalities: Mapping[str, Any] | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        hidden_dim: int | None = None,
+        dropout: float | None = None,
+        objective: str = "auto",
+        fusion_options: Mapping[str, Any] | None = None,
+        transfer_options: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        device: str = "auto",
+        out: str | Path | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.fusion, self.transfer, self.selection = fusion, transfer, selection
+        self.modalities = modalities
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.hidden_dim, self.dropout, self.objective = hidden_dim, dropout, objective
+        self.fusion_options, self.transfer_options = fusion_options, transfer_options
+        self.seed, self.device, self.out, self.verbose = seed, device, out, verbose
+
+    def split_modalities(self, X: Any) -> dict[str, np.ndarray]:
+        """``X`` as ``{modality: array}`` (see the class docstring)."""
+        if isinstance(X, Mapping):
+            return {str(m): np.asarray(a) for m, a in X.items()}
+        flat = np.asarray(X)
+        if flat.ndim != 2:
+            raise DataError(f"X: a dict of arrays, or a 2-D array (rows x columns); got shape {flat.shape}")
+        layout = self.modalities or {DEFAULT_MODALITY: flat.shape[1]}
+        shapes = {m: (s,) if isinstance(s, int) else tuple(s) for m, s in layout.items()}
+        widths = {m: math.prod(shape) for m, shape in shapes.items()}
+        if sum(widths.values()) != flat.shape[1]:
+            described = ", ".join(f"{m} {shape}" for m, shape in shapes.items())
+            raise DataError(
+                f"X: {flat.shape[1]} columns, but modalities ({described}) take {sum(widths.values())}"
+            )
+        arrays, start = {}, 0
+        for m, shape in shapes.items():
+            arrays[m] = flat[:, start : start + widths[m]].reshape(len(flat), *shape)
+            start += widths[m]
+        return arrays
+
+    def settings(self, folder: Path, sources: list[str], targets: list[str]) -> dict[str, Any]:
+        """The run configuration's values: the estimator's parameters that are set."""
+        values = {
+            "data": str(folder),
+            "source": sources,
+            "target": targets or None,
+            "fusion": self.fusion,
+            "transfer": self.transfer,
+            "selection": self.selection,
+            "objective": self.fixed_objective or self.objective,
+            "seed": self.seed,
+            "device": self.device,
+            "fusion_options": dict(self.fusion_options or {}),
+            "transfer_options": dict(self.transfer_options or {}),
+        }
+        optional = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "hidden_dim": self.hidden_dim,
+            "dropout": self.dropout,
+        }
+        return values | {k: v for k, v in optional.items() if v is not None}
+
+    def transfer_without_target(self) -> str:
+        """The method to run when no row is a target row: a domain-generalisation method as it is,
+        ``source-only`` as ``erm`` (the same loss, on the pooled source domains, which needs no target);
+        a method that adapts to target rows is refused."""
+        from crossfuse.registry import TRANSFERS
+
+        method = TRANSFERS.get_or_refuse(self.transfer, "transfer")
+        if method.domain_generalization:
+            return self.transfer
+        if method.uses_target or method.needs_target_shots:
+            raise DataError(
+                f"transfer {self.transfer!r} adapts to target rows; give some with a negative sample_domain"
+            )
+        return "erm"
+
+    def fit(self, X: Any, y: Any, sample_domain: Any = None) -> MultimodalEstimator:
+        """Train on the source rows (``sample_domain > 0``), adapting to the target rows (``< 0``)."""
+        from crossfuse.config import load_config
+        from crossfuse.predictor import load
+        from crossfuse.runner import run
+
+        arrays = self.split_modalities(X)
+        labels = np.asarray(y)
+        n = len(labels)
+        domain = np.ones(n, dtype=int) if sample_domain is None else np.asarray(sample_domain)
+        if domain.shape != (n,) or domain.dtype.kind not in "iu" or (domain == 0).any():
+            raise DataError(
+                f"sample_domain: need {n} nonzero integers (k > 0: source domain k, k < 0: target domain -k)"
+            )
+        names = np.where(domain > 0, np.char.add("source", np.abs(domain).astype(str)), "")
+        names = np.where(domain < 0, np.char.add("target", np.abs(domain).astype(str)), names)
+        sources = sorted({str(d) for d in names[domain > 0]})
+        targets = sorted({str(d) for d in names[domain < 0]})
+        if not sources:
+            raise DataError("sample_domain: no source row (a positive domain); nothing to learn from")
+        transfer = self.transfer_without_target() if not targets else self.transfer
+        with tempfile.TemporaryDirectory(prefix="crossfuse-") as scratch:
+            folder = Path(scratch) / "data"
+            (folder / "modalities").mkdir(parents=True)
+            for m, array in arrays.items():
+                np.save(folder / "modalities" / f"{m}.npy", array)
+            np.save(folder / "labels.npy", labels)
+            np.save(folder / "domains.npy", names)
+            # source rows are labelled training rows; target rows are the unlabelled stream (and scored
+            # only where a label was given)
+            np.save(folder / "split.npy", np.where(domain > 0, "train", "all"))
+            config = load_config(None, self.settings(folder, sources, targets) | {"transfer": transfer})
+            out = Path(self.out) if self.out is not None else Path(scratch) / "run"
+            log = print if self.verbose else (lambda line: None)
+            self.result_ = run(config, out, log)
+            self.model_ = load(out)
+        self.objective_ = self.model_.objective
+        if self.objective_ == "classification":
+            self.classes_ = np.asarray(self.model_.classes)
+        return self
+
+    def fitted_model(self):
+        if not hasattr(self, "model_"):
+            raise ConfigError("this MultimodalEstimator is not fitted yet: call fit(X, y, sample_domain)")
+        return self.model_
+
+    def predict(self, X: Any, sample_domain: Any = None) -> np.ndarray:
+        """Class values (or predicted values, for a regression); ``sample_domain`` is not needed."""
+        return self.fitted_model().predict(self.split_modalities(X))
+
+    def predict_proba(self, X: Any, sample_domain: Any = None) -> np.ndarray:
+        """Class probabilities ``(N, n_classes)``, columns in the order of ``classes_``."""
+        return self.fitted_model().predict_proba(self.split_modalities(X))
+
+    def score(self, X: Any, y: Any, sample_domain: Any = None) -> float:
+        """Accuracy (classification) or R^2 (regression) on the rows whose label is known."""
+        predicted = self.predict(X)
+        labels = np.asarray(y)
+        if self.fitted_model().objective == "regression":
+            from sklearn.metrics import r2_score
+
+            known = ~np.isnan(labels.astype(float))
+            return float(r2_score(labels[known], predicted[known]))
+        known = labels != (-1 if labels.dtype.kind in "iu" else "")
+        return float((predicted[known] == labels[known]).mean())
+
+
+class MultimodalClassifier(ClassifierMixin, MultimodalEstimator):
+    """:class:`MultimodalEstimator` for classes (scikit-learn's classifier type, so cross-validation
+    stratifies its folds); ``score`` is the accuracy over the rows with a label (``-1`` or ``""``
+    masks one, as skada does)."""
+
+    fixed_objective = "classification"
+
+    def score(self, X: Any, y: Any, sample_domain: Any = None) -> float:
+        return MultimodalEstimator.score(self, X, y, sample_domain)
+
+
+class MultimodalRegressor(RegressorMixin, MultimodalEstimator):
+    """:class:`MultimodalEstimator` for real values (scikit-learn's regressor type); ``score`` is R^2
+    over the rows whose value is not NaN."""
+
+    fixed_objective = "regression"
+
+    def score(self, X: Any, y: Any, sample_domain: Any = None) -> float:
+        return MultimodalEstimator.score(self, X, y, sample_domain)
