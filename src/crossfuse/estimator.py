@@ -42,8 +42,9 @@ class MultimodalEstimator(BaseEstimator):
     epochs, batch_size, lr, hidden_dim, dropout, objective, fusion_options, transfer_options, seed, device
         As the run settings of the same names (``crossfuse run --help``); ``None`` keeps the default.
     out
-        A folder to keep the run in (config, history, metrics, model); by default a temporary one,
-        removed after ``fit``.
+        A new folder to keep the run in (config, history, metrics, model; its ``data`` setting names a
+        temporary copy of the arrays, removed after ``fit``); by default a temporary one. A folder that
+        holds another run is refused, as by ``crossfuse run``.
     verbose
         Print the run's epoch lines.
 
