@@ -6,12 +6,15 @@ import math
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from crossfuse.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from crossfuse.predictor import TrainedModel
 
 #: Columns of a flat ``X`` without a ``modalities`` layout: one vector modality of this name.
 DEFAULT_MODALITY = "x"
@@ -93,7 +96,7 @@ class MultimodalEstimator(BaseEstimator):
         if flat.ndim != 2:
             raise DataError(f"X: a dict of arrays, or a 2-D array (rows x columns); got shape {flat.shape}")
         layout = self.modalities or {DEFAULT_MODALITY: flat.shape[1]}
-        shapes = {m: (s,) if isinstance(s, int) else tuple(s) for m, s in layout.items()}
+        shapes = {m: (int(s),) if np.ndim(s) == 0 else tuple(int(v) for v in s) for m, s in layout.items()}
         widths = {m: math.prod(shape) for m, shape in shapes.items()}
         if sum(widths.values()) != flat.shape[1]:
             described = ", ".join(f"{m} {shape}" for m, shape in shapes.items())
@@ -181,12 +184,12 @@ class MultimodalEstimator(BaseEstimator):
             log = print if self.verbose else (lambda line: None)
             self.result_ = run(config, out, log)
             self.model_ = load(out)
-        self.objective_ = self.model_.objective
-        if self.objective_ == "classification":
+        if self.model_.objective == "classification":
             self.classes_ = np.asarray(self.model_.classes)
         return self
 
-    def fitted_model(self):
+    def fitted_model(self) -> TrainedModel:
+        """The trained model (:class:`~crossfuse.predictor.TrainedModel`); refused before ``fit``."""
         if not hasattr(self, "model_"):
             raise ConfigError("this MultimodalEstimator is not fitted yet: call fit(X, y, sample_domain)")
         return self.model_
