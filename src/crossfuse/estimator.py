@@ -109,14 +109,14 @@ class MultimodalEstimator(BaseEstimator):
             start += widths[m]
         return arrays
 
-    def settings(self, folder: Path, sources: list[str], targets: list[str]) -> dict[str, Any]:
+    def settings(self, folder: Path, sources: list[str], targets: list[str], transfer: str) -> dict[str, Any]:
         """The run configuration's values: the estimator's parameters that are set."""
         values = {
             "data": str(folder),
             "source": sources,
             "target": targets or None,
             "fusion": self.fusion,
-            "transfer": self.transfer,
+            "transfer": transfer,
             "selection": self.selection,
             "objective": self.fixed_objective or self.objective,
             "seed": self.seed,
@@ -162,8 +162,7 @@ class MultimodalEstimator(BaseEstimator):
             raise DataError(
                 f"sample_domain: need {n} nonzero integers (k > 0: source domain k, k < 0: target domain -k)"
             )
-        names = np.where(domain > 0, np.char.add("source", np.abs(domain).astype(str)), "")
-        names = np.where(domain < 0, np.char.add("target", np.abs(domain).astype(str)), names)
+        names = np.char.add(np.where(domain > 0, "source", "target"), np.abs(domain).astype(str))
         sources = sorted({str(d) for d in names[domain > 0]})
         targets = sorted({str(d) for d in names[domain < 0]})
         if not sources:
@@ -179,7 +178,7 @@ class MultimodalEstimator(BaseEstimator):
             # source rows are labelled training rows; target rows are the unlabelled stream (and scored
             # only where a label was given)
             np.save(folder / "split.npy", np.where(domain > 0, "train", "all"))
-            config = load_config(None, self.settings(folder, sources, targets) | {"transfer": transfer})
+            config = load_config(None, self.settings(folder, sources, targets, transfer))
             out = Path(self.out) if self.out is not None else Path(scratch) / "run"
             log = print if self.verbose else (lambda line: None)
             self.result_ = run(config, out, log)
