@@ -29,7 +29,7 @@ CASES = (
     ]
     + [
         ("late", name, {})
-        for name in ("mcc", "cdan", "jan", "bnm", "mimicry", "correspondence", "m3sda", "shot")
+        for name in ("mcc", "cdan", "jan", "bnm", "vada", "mimicry", "correspondence", "m3sda", "shot")
     ]
     # domain generalisation: two source domains (alternate rows), no target
     + [("late", name, {}) for name in ("erm", "coral-dg", "dann-dg", "mixup-dg", "swa", "modality-dropout")]

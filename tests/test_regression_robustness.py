@@ -312,7 +312,7 @@ def test_a_method_without_regression_maths_is_refused_in_one_line(tmp_path):
     with pytest.raises(CrossfuseError, match="--transfer mcc: minimum class confusion works on class"):
         run_experiment(config, None, log=quiet)
     refused = adaptation_methods(regression=False)
-    assert {"mcc", "cdan", "shot", "mimicry", "jan", "bnm"} <= set(refused)
+    assert {"mcc", "cdan", "shot", "mimicry", "jan", "bnm", "vada"} <= set(refused)
     for transfer in refused:
         config = load_config(
             None, dict(data=str(folder), source=["a"], target=["b"], epochs=1, transfer=transfer)

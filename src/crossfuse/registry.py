@@ -158,6 +158,7 @@ TRANSFERS = Registry(
         "m3sda",
         "jan",
         "bnm",
+        "vada",
         "erm",
         "coral-dg",
         "dann-dg",

@@ -376,3 +376,113 @@ def test_jan_pulls_gradients_through_the_predictions_and_ramps_in():
     assert method.alignment_loss(outputs, 0.0).item() == 0.0  # lambda_0 = 0
     method.alignment_loss(outputs, 0.5).backward()
     assert logits_s.grad.abs().sum() > 0 and logits_t.grad.abs().sum() > 0
+
+
+def test_conditional_entropy_by_hand():
+    from crossfuse.transfer.vada import conditional_entropy
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    rows = []
+    for z in logits.tolist():
+        e = [math.exp(v) for v in z]
+        rows.append(-sum(v / sum(e) * math.log(v / sum(e)) for v in e))
+    value = conditional_entropy(logits)
+    assert value.item() == pytest.approx(sum(rows) / 2, rel=1e-12)
+    assert rows[1] == pytest.approx(math.log(3))
+    value.backward()
+    assert logits.grad[0].abs().sum() > 0, "the gradient flows through the probabilities"
+    assert logits.grad[1].abs().max() < 1e-12, "the uniform row is a stationary point"
+
+
+def test_virtual_adversarial_kl_is_the_power_iteration_of_the_fisher_matrix():
+    """For logits linear in the inputs, ``z = z0 + M r`` in normalised units with ``M = [A diag(s_a),
+    B diag(s_b)]``, the Hessian of ``KL(p || softmax(z0 + M r))`` at ``r = 0`` is ``M^T (diag p - p p^T)
+    M``; one power iteration from ``d`` gives ``r_adv = radius H d / ||H d||``."""
+    from crossfuse.transfer.vada import virtual_adversarial_kl
+
+    generator = torch.Generator().manual_seed(21)
+    n, classes = 4, 3
+    a = torch.randn(classes, 5, generator=generator, dtype=torch.float64)
+    b = torch.randn(classes, 2, generator=generator, dtype=torch.float64)
+    inputs = {
+        "a": torch.randn(n, 5, generator=generator, dtype=torch.float64),
+        "b": torch.randn(n, 2, generator=generator, dtype=torch.float64),
+    }
+    scales = {
+        "a": torch.rand(5, generator=generator, dtype=torch.float64) + 0.5,
+        "b": torch.tensor([2.0, 0.25], dtype=torch.float64),
+    }
+    directions = {
+        "a": torch.randn(n, 5, generator=generator, dtype=torch.float64),
+        "b": torch.randn(n, 2, generator=generator, dtype=torch.float64),
+    }
+
+    def forward(x):
+        return x["a"] @ a.T + x["b"] @ b.T
+
+    logits = forward(inputs)
+    radius = 0.7
+    got = virtual_adversarial_kl(forward, inputs, logits, scales, radius, xi=1e-7, directions=directions)
+
+    m = torch.cat([a * scales["a"], b * scales["b"]], dim=1).numpy()
+    d = torch.cat([directions["a"], directions["b"]], dim=1).numpy()
+    z0 = logits.numpy()
+    for i in range(n):
+        p = np.exp(z0[i] - z0[i].max())
+        p /= p.sum()
+        hessian = m.T @ (np.diag(p) - np.outer(p, p)) @ m
+        step = hessian @ d[i]
+        r = radius * step / np.linalg.norm(step)
+        z = z0[i] + m @ r
+        q = np.exp(z - z.max())
+        q /= q.sum()
+        expected = float((p * np.log(p / q)).sum())
+        assert got[i].item() == pytest.approx(expected, rel=1e-5)
+    # the adversarial direction beats a random one of the same radius
+    random_r = radius * d[0] / np.linalg.norm(d[0])
+    z = z0[0] + m @ random_r
+    q = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    p = np.exp(z0[0] - z0[0].max()) / np.exp(z0[0] - z0[0].max()).sum()
+    assert got[0].item() > float((p * np.log(p / q)).sum())
+
+
+def test_vada_is_dann_plus_entropy_and_smoothing_with_the_radius_scaled_to_the_inputs():
+    from crossfuse.transfer.base import run_model
+    from crossfuse.transfer.vada import VADA, conditional_entropy, input_scales, virtual_adversarial_kl
+
+    torch.manual_seed(0)
+    model = build_model({"a": (6,), "b": (3,)}, n_classes=3, fusion="late", hidden_dim=8, dropout=0.3)
+    source = {"a": batch(31, n=5, d=6).float(), "b": batch(32, n=5, d=3).float()}
+    target = {"a": batch(33, n=5, d=6).float() + 1, "b": batch(34, n=5, d=3).float() - 1}
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    method = VADA(source_weight=0.7, target_weight=0.05, radius=0.2)
+    model.fit_normalizers({m: x.numpy() for m, x in source.items()})
+    method.setup(model, {"a": 8, "b": 8, "fused": model.fuse(model.encode(source)).shape[1]})
+
+    torch.manual_seed(5)
+    loss = method.training_loss(model, source, labels, target, progress=0.4)
+    torch.manual_seed(5)
+    outputs = run_model(model, source, target)
+    joined = {m: torch.cat([source[m], target[m]]) for m in ("a", "b")}
+    model.eval()  # the smoothness is that of the predictor without dropout
+    with torch.no_grad():
+        reference = model(joined)
+    kl = virtual_adversarial_kl(model, joined, reference, input_scales(model, joined), 0.2 * math.sqrt(9))
+    model.train()
+    expected = (
+        F.cross_entropy(outputs.source_logits, labels)
+        + DANN.alignment_loss(method, outputs, 0.4)
+        + 0.05 * conditional_entropy(outputs.target_logits)
+        + 0.7 * kl[:5].mean()
+        + 0.05 * kl[5:].mean()
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert float(kl.detach().min()) > 0, "every row's perturbation changes its prediction"
+    off = VADA(source_weight=0.0, target_weight=0.0)
+    off.classifiers = method.classifiers
+    torch.manual_seed(5)
+    dann_only = off.training_loss(model, source, labels, target, progress=0.4)
+    torch.manual_seed(5)
+    outputs = run_model(model, source, target)
+    plain = F.cross_entropy(outputs.source_logits, labels) + DANN.alignment_loss(method, outputs, 0.4)
+    assert dann_only.item() == pytest.approx(plain.item(), rel=1e-6)
