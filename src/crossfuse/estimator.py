@@ -156,7 +156,18 @@ class MultimodalEstimator(BaseEstimator):
 
         arrays = self.split_modalities(X)
         labels = np.asarray(y)
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]  # a column vector, as scikit-learn accepts it
+        if labels.ndim != 1:
+            raise DataError(
+                f"y: expected one label a row, shape (n_samples,), found {labels.shape}; several outputs at "
+                "once are not supported: fit one estimator per output"
+            )
         n = len(labels)
+        rows = {m: len(a) for m, a in arrays.items() if len(a) != n}
+        if rows:
+            m, count = next(iter(rows.items()))
+            raise DataError(f"X: modality {m!r} has {count} rows and y has {n}")
         domain = np.ones(n, dtype=int) if sample_domain is None else np.asarray(sample_domain)
         if domain.shape != (n,) or domain.dtype.kind not in "iu" or (domain == 0).any():
             raise DataError(
