@@ -125,3 +125,13 @@ def test_y_of_several_outputs_or_other_rows_is_refused_naming_y_or_x():
         crossfuse.MultimodalClassifier(epochs=1).fit(x, labels[:39], sample_domain=domain[:39])
     column = crossfuse.MultimodalClassifier(epochs=1).fit(x, labels[:, None], sample_domain=domain)
     assert list(column.classes_) == ["cat", "dog", "owl"], "a column vector of labels is one label a row"
+
+
+def test_a_refused_input_is_named_as_the_caller_gave_it_not_as_a_scratch_file():
+    x, labels, domain = shifted(40)
+    broken = {m: a.copy() for m, a in x.items()}
+    broken["vector"][3, 1] = np.nan
+    with pytest.raises(DataError, match=r"^X: modality 'vector' contains NaN or inf \(first at sample 3\)$"):
+        crossfuse.MultimodalClassifier(epochs=1).fit(broken, labels, sample_domain=domain)
+    with pytest.raises(DataError, match=r"^y: labels must be class values .*use MultimodalRegressor\)$"):
+        crossfuse.MultimodalClassifier(epochs=1).fit(x, np.linspace(0.5, 3.5, 40), sample_domain=domain)

@@ -11,13 +11,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
-from crossfuse.errors import ConfigError, DataError
+from crossfuse.errors import ConfigError, CrossfuseError, DataError
 
 if TYPE_CHECKING:
     from crossfuse.predictor import TrainedModel
 
 #: Columns of a flat ``X`` without a ``modalities`` layout: one vector modality of this name.
 DEFAULT_MODALITY = "x"
+
+
+def in_estimator_terms(message: str, folder: Path) -> str:
+    """A message of the run on the scratch folder :meth:`MultimodalEstimator.fit` writes, in the terms of
+    the call (``X``, ``y``, the estimator's parameters) rather than its scratch files and command flags."""
+    for path in sorted((folder / "modalities").glob("*.npy")):
+        message = message.replace(f"{path}:", "X:")
+    message = message.replace(f"{folder / 'labels.npy'}:", "y:")
+    message = message.replace("give --objective regression", "use MultimodalRegressor")
+    return message.replace("--transfer ", "transfer=")
 
 
 class MultimodalEstimator(BaseEstimator):
@@ -192,7 +202,10 @@ class MultimodalEstimator(BaseEstimator):
             config = load_config(None, self.settings(folder, sources, targets, transfer))
             out = Path(self.out) if self.out is not None else Path(scratch) / "run"
             log = print if self.verbose else (lambda line: None)
-            self.result_ = run(config, out, log)
+            try:
+                self.result_ = run(config, out, log)
+            except CrossfuseError as error:
+                raise type(error)(in_estimator_terms(str(error), folder)) from None
             self.model_ = load(out)
         if self.model_.objective == "classification":
             self.classes_ = np.asarray(self.model_.classes)
