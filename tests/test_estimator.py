@@ -127,6 +127,18 @@ def test_y_of_several_outputs_or_other_rows_is_refused_naming_y_or_x():
     assert list(column.classes_) == ["cat", "dog", "owl"], "a column vector of labels is one label a row"
 
 
+def test_several_outputs_through_scikit_learns_multi_output_wrapper():
+    from sklearn.multioutput import MultiOutputRegressor
+
+    x, _, domain = shifted(40)
+    outputs = np.stack([x["vector"][:, 0] * 3, x["vector"][:, 1] - 10], axis=1)
+    wrapped = MultiOutputRegressor(crossfuse.MultimodalRegressor(epochs=2)).fit(
+        x["vector"], outputs, sample_domain=domain
+    )
+    assert wrapped.predict(x["vector"][:5]).shape == (5, 2)
+    assert [e.result_.objective for e in wrapped.estimators_] == ["regression", "regression"]
+
+
 def test_a_refused_input_is_named_as_the_caller_gave_it_not_as_a_scratch_file():
     x, labels, domain = shifted(40)
     broken = {m: a.copy() for m, a in x.items()}

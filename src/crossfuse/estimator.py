@@ -170,8 +170,8 @@ class MultimodalEstimator(BaseEstimator):
             labels = labels[:, 0]  # a column vector, as scikit-learn accepts it
         if labels.ndim != 1:
             raise DataError(
-                f"y: expected one label a row, shape (n_samples,), found {labels.shape}; several outputs at "
-                "once are not supported: fit one estimator per output"
+                f"y: expected one label a row, shape (n_samples,), found {labels.shape}; for several outputs "
+                "fit one estimator each: sklearn.multioutput.MultiOutputRegressor(MultimodalRegressor())"
             )
         n = len(labels)
         rows = {m: len(a) for m, a in arrays.items() if len(a) != n}
