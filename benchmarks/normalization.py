@@ -7,7 +7,9 @@ normalisation in turn, seeds 0-2; prints target accuracy (label-free selection) 
   target rotated 10 degrees with noise (``benchmarks/digits_halves.py``);
 - USPS -> MNIST: 16x16 digits in [0, 1] flattened to 256-pixel vectors, 2,000 of each (needs the data
   mirror, ``CROSSFUSE_DATA``);
-- two moons: dense 2-d real features, target rotated 35 degrees (``benchmarks/two_moons.py``).
+- two moons: dense 2-d real features, target rotated 35 degrees (``benchmarks/two_moons.py``);
+- bag of words: synthetic sparse word counts, 5,000 words, 0.75% nonzero, books -> kitchen
+  (``benchmarks/bag_of_words.py``).
 
     python benchmarks/normalization.py --seeds 0 1 2 --out runs/normalization
 """
@@ -22,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from bag_of_words import write_corpus  # noqa: E402
 from digits_halves import write_digits_halves  # noqa: E402
 from two_moons import write_two_moons  # noqa: E402
 
@@ -51,6 +54,7 @@ def main() -> None:
     folders = {
         "digits halves": (write_digits_halves(args.out / "digits-halves"), "original", "rotated"),
         "two moons": (write_two_moons(args.out / "two-moons"), "source", "target"),
+        "bag of words": (write_corpus(args.out / "bag-of-words"), "books", "kitchen"),
     }
     try:
         folders["USPS -> MNIST"] = (write_usps_mnist(args.out / "usps-mnist"), "usps", "mnist")

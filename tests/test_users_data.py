@@ -80,6 +80,8 @@ def test_global_scale_keeps_the_relative_size_of_features():
         (np.array([[0.0, 0.5], [1.0, 0.25]]), "global"),  # intensities in [0, 1]
         (np.array([[-1.2, 3.5], [0.3, 2.0]]), "feature"),  # dense real features
         (np.array([[0.0, 3.5], [2.2, 1.0]]), "feature"),  # non-negative but real beyond 1
+        (np.eye(25)[:, :, None].repeat(2, 2).reshape(25, 50) * 3, "feature"),  # sparse counts: 4% nonzero
+        (np.eye(20), "global"),  # 5% nonzero: not sparse
     ],
 )
 def test_auto_normalization_by_kind_of_vector(values, expected):

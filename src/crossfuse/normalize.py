@@ -13,9 +13,15 @@
   sizes: per-feature scaling blows up the pixels that are dark in every source image as soon as the
   target's digits are rotated into them.
 - ``'auto'`` (the default): ``'global'`` for a vector modality whose training values are non-negative and
-  either all integers (counts, 8-bit pixels, bag-of-words) or all within ``[0, 1]`` (intensities,
-  frequencies); ``'feature'`` otherwise (dense real features of mixed units), and always for sequences and
-  images (whose statistics are already pooled per channel).
+  either all integers (counts, 8-bit pixels) or all within ``[0, 1]`` (intensities, frequencies), unless
+  they are sparse (fewer than ``SPARSE_SHARE`` of them nonzero: word counts, tf-idf, one-hot codes);
+  ``'feature'`` otherwise (dense real features of mixed units, sparse counts), and always for sequences
+  and images (whose statistics are already pooled per channel). Sparse counts are scaled per feature
+  because their features do not share a scale the way pixels do: word frequencies span orders of
+  magnitude, and one global scale leaves the rare, informative words near zero while the frequent ones
+  dominate (the reason text models use tf-idf or standardised counts). Measured on a synthetic
+  bag-of-words corpus (0.75% nonzero), source-only read 71.2 per feature against 66.4 global; the pixel
+  vectors of the suite are 41-52% nonzero and keep their global scale.
 - ``'none'``: the identity.
 
 ``benchmarks/normalization.py`` measures the choice on several data sets.
@@ -31,6 +37,9 @@ from crossfuse.config import NORMALIZATIONS  # the list lives where the command 
 
 #: No training value of a feature lands further than ``1 / SPIKE_FLOOR`` scales from its mean.
 SPIKE_FLOOR = 0.1
+#: Counts or intensities with fewer than this share of their training values nonzero are sparse, and
+#: ``'auto'`` scales them per feature (see the module docstring).
+SPARSE_SHARE = 0.05
 
 
 def resolve_normalization(mode: str, x: np.ndarray) -> str:
@@ -42,7 +51,8 @@ def resolve_normalization(mode: str, x: np.ndarray) -> str:
     non_negative = bool(x.min() >= 0)
     integers = bool(np.all(x == np.round(x)))
     unit_interval = bool(x.max() <= 1)
-    return "global" if non_negative and (integers or unit_interval) else "feature"
+    sparse = np.count_nonzero(x) < SPARSE_SHARE * x.size
+    return "global" if non_negative and (integers or unit_interval) and not sparse else "feature"
 
 
 class Standardize(nn.Module):
