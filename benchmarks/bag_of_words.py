@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from adaptation_suite import SINGLE  # noqa: E402
 from two_moons import crossfuse_run  # noqa: E402
 
 VOCABULARY, DOCUMENTS, LENGTH = 5000, 1500, 40
@@ -78,6 +77,8 @@ def logistic_regressions(root: Path, seed: int) -> dict[str, float]:
 
 
 def main() -> None:
+    from adaptation_suite import SINGLE  # here: adaptation_suite imports normalization, which imports this
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
