@@ -4,10 +4,10 @@ machine (the classic text benchmark, Amazon reviews, needs a download).
 Each document is ``Poisson(40)`` words drawn from a mixture over a 5,000-word vocabulary: 85% a general
 topic, 4% a sentiment topic shared by both domains, 11% a sentiment topic of its own domain ("books" or
 "kitchen"), each topic a ``Dirichlet(0.05)`` draw (few words carry most of a topic's mass, as in text).
-1,500 documents a domain, two balanced classes; the folder holds the raw counts, as a user would give
-them. Every single-input adaptation method runs through ``crossfuse run`` with default settings, seeds
-0-2 (label-free selection), beside logistic regressions on the same split: on raw counts, on tf-idf, and
-on standardised counts.
+1,500 documents a domain, each of either class with probability 1/2; the folder holds the raw counts,
+as a user would give them. Every single-input adaptation method runs through ``crossfuse run`` with
+default settings, seeds 0-2 (label-free selection), beside logistic regressions on the same split: on
+raw counts, on tf-idf, and on standardised counts.
 
     python benchmarks/bag_of_words.py --seeds 0 1 2 --jobs 2 --out runs/bag-of-words
 """
