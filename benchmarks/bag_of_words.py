@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from two_moons import crossfuse_run  # noqa: E402
+from two_moons import crossfuse_run, percent, percent_cells  # noqa: E402
 
 VOCABULARY, DOCUMENTS, LENGTH = 5000, 1500, 40
 MIXTURE = (0.85, 0.04, 0.11)  # general, shared sentiment, the domain's own sentiment
@@ -100,17 +100,13 @@ def main() -> None:
         results = list(pool.map(one, jobs))
     print(f"synthetic bag of words, books -> kitchen; seeds {args.seeds}; target accuracy (%), mean ± std")
     for name in baselines[0]:
-        values = [100 * b[name] for b in baselines]
-        print(f"logistic regression on {name}: {np.mean(values):.1f} ± {np.std(values):.1f}")
+        print(f"logistic regression on {name}: {percent([b[name] for b in baselines])}")
     print("| method | target accuracy | oracle epoch | source-val accuracy |")
     print("| --- | --- | --- | --- |")
     for method in args.methods:
         runs = [m for (name, _), m in results if name == method]
-        cells = [
-            [100 * m[key] for m in runs]
-            for key in ("target_accuracy", "oracle_target_accuracy", "source_val_accuracy")
-        ]
-        print(f"| {method} | " + " | ".join(f"{np.mean(c):.1f} ± {np.std(c):.1f}" for c in cells) + " |")
+        keys = ("target_accuracy", "oracle_target_accuracy", "source_val_accuracy")
+        print(f"| {method} | " + " | ".join(percent_cells(runs, keys)) + " |")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 from crossfuse.data.public import digits_halves_arrays as digits_halves
 
 sys.path.insert(0, str(Path(__file__).parent))
-from two_moons import crossfuse_run  # noqa: E402
+from two_moons import crossfuse_run, percent, percent_cells  # noqa: E402
 
 METHODS = ["source-only", "finetune", "iw", "dann", "coral", "mmd", "mixup"]
 
@@ -78,21 +78,14 @@ def main() -> None:
     for layout in args.layouts:
         folder = write_digits_halves(args.out / f"data-{layout}", layout)
         baseline = [logistic_regression_baseline(folder, s) for s in args.seeds]
-        print(
-            f"\n{layout}: logistic regression (StandardScaler) {100 * np.mean(baseline):.1f} ± "
-            f"{100 * np.std(baseline):.1f}"
-        )
+        print(f"\n{layout}: logistic regression (StandardScaler) {percent(baseline)}")
         print("| method | target acc | source-val acc | flagged runs |")
         print("| --- | --- | --- | --- |")
         for method in args.methods:
             runs = [run(folder, method, s, args.out / layout / f"{method}-seed{s}") for s in args.seeds]
-            target = [r["target_accuracy"] for r in runs]
-            val = [r["source_val_accuracy"] for r in runs]
+            cells = percent_cells(runs, ("target_accuracy", "source_val_accuracy"))
             flagged = sum(bool(r.get("warnings")) for r in runs)
-            print(
-                f"| {method} | {100 * np.mean(target):.1f} ± {100 * np.std(target):.1f} | "
-                f"{100 * np.mean(val):.1f} ± {100 * np.std(val):.1f} | {flagged} |"
-            )
+            print(f"| {method} | " + " | ".join(cells) + f" | {flagged} |")
 
 
 if __name__ == "__main__":

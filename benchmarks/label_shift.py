@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from digits_halves import logistic_regression_baseline  # noqa: E402
-from two_moons import crossfuse_run  # noqa: E402
+from two_moons import crossfuse_run, percent, percent_cells  # noqa: E402
 
 METHODS = ["source-only", "iw", "dann", "coral", "mmd", "mixup", "mcc", "cdan", "shot", "mimicry"]
 METHODS += ["correspondence", "m3sda", "jan", "bnm", "vada"]
@@ -61,8 +61,7 @@ def main() -> None:
         print(f"{domain} alcohol ({(domains == domain).sum()} wines): cultivars {np.round(100 * share, 1)} %")
     baseline = [logistic_regression_baseline(folder, s, "low", "high") for s in args.seeds]
     print(f"seeds {args.seeds}; target accuracy (%), label-free selection, mean ± std")
-    mean, spread = 100 * np.mean(baseline), 100 * np.std(baseline)
-    print(f"logistic regression (StandardScaler): {mean:.1f} ± {spread:.1f}")
+    print(f"logistic regression (StandardScaler): {percent(baseline)}")
     print("| method | target accuracy | oracle epoch | flagged runs |")
     print("| --- | --- | --- | --- |")
     for method in args.methods:
@@ -70,13 +69,9 @@ def main() -> None:
             crossfuse_run(folder, "low", "high", method, seed, args.out / f"{method}-seed{seed}")
             for seed in args.seeds
         ]
-        accuracy = [100 * m["target_accuracy"] for m in runs]
-        oracle = [100 * m["oracle_target_accuracy"] for m in runs]
+        cells = percent_cells(runs, ("target_accuracy", "oracle_target_accuracy"))
         flagged = sum(bool(m.get("warnings")) for m in runs)
-        print(
-            f"| {method} | {np.mean(accuracy):.1f} ± {np.std(accuracy):.1f} | {np.mean(oracle):.1f} ± "
-            f"{np.std(oracle):.1f} | {flagged} of {len(runs)} |"
-        )
+        print(f"| {method} | " + " | ".join(cells) + f" | {flagged} of {len(runs)} |")
 
 
 if __name__ == "__main__":

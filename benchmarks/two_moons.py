@@ -40,6 +40,16 @@ def crossfuse_run(folder: Path, source: str, target: str, method: str, seed: int
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def percent(values) -> str:
+    """``mean ± std`` of fractions, in percent with one decimal (numpy's population std)."""
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+
+
+def percent_cells(runs: list[dict], keys) -> list[str]:
+    """:func:`percent` of each metric ``key`` over the runs' ``metrics.json`` mappings."""
+    return [percent([run[key] for run in runs]) for key in keys]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,7 +70,7 @@ def main() -> None:
     print("| method | target accuracy (mean ± std) |")
     print("| --- | --- |")
     for method, values in results.items():
-        print(f"| {method} | {100 * np.mean(values):.1f} ± {100 * np.std(values):.1f} |")
+        print(f"| {method} | {percent(values)} |")
     if "dann" in results and "source-only" in results:
         gain = 100 * (np.mean(results["dann"]) - np.mean(results["source-only"]))
         verdict = "meets" if gain >= 5 else "MISSES"
