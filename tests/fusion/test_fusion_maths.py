@@ -15,6 +15,7 @@ from crossfuse.fusion import (
     NuclearNormFusion,
     TensorFusion,
 )
+from crossfuse.fusion.low_rank import ROW_BLOCK
 
 DIMS = [{"a": 3}, {"b": 2, "a": 3}, {"c": 2, "a": 3, "b": 1}, {"d": 2, "b": 1, "a": 2, "c": 3}]
 
@@ -88,12 +89,14 @@ def plain_low_rank(lmf, x):
     return product.view(-1, lmf.rank, lmf.output_dim).sum(1) + lmf.bias
 
 
+@pytest.mark.parametrize("batch", [9, 2 * ROW_BLOCK + 3])
 @pytest.mark.parametrize("dims", DIMS)
-def test_low_rank_fusion_hand_backward_equals_autograd_to_the_bit(dims):
+def test_low_rank_fusion_hand_backward_equals_autograd_to_the_bit(dims, batch):
+    """Also across several row blocks: the blocked last product and its sum over ranks keep every bit."""
     torch.manual_seed(2)
     lmf = LowRankFusion(dims, output_dim=6, rank=4)
-    x = {m: v.requires_grad_() for m, v in features(dims, batch=9, dtype=torch.float32).items()}
-    upstream = torch.randn(9, 6)
+    x = {m: v.requires_grad_() for m, v in features(dims, batch=batch, dtype=torch.float32).items()}
+    upstream = torch.randn(batch, 6)
     gradients = []
     for forward in (lmf, lambda inputs: plain_low_rank(lmf, inputs)):
         lmf.zero_grad(set_to_none=True)

@@ -83,6 +83,11 @@ class LowRankFusion(FusionModule):
         return tfn
 
 
+# Rows a block in the forward's last product and the backward's products: 64 rows of r * d_y = 4096 floats
+# are 1 MiB, so a block's operands stay in cache between the product and what reads it next.
+ROW_BLOCK = 64
+
+
 class _RankProducts(torch.autograd.Function):
     """``sum_i prod_m (F_m[0] + z_m F_m[1:])`` over the ``r`` rank slices, forward and backward by hand.
 
@@ -91,6 +96,12 @@ class _RankProducts(torch.autograd.Function):
     autograd's bookkeeping around it: the copy that materialises the broadcast gradient of the sum over
     ranks, and the zero-filled buffers and additions that the gradients of ``F_m[0]`` and ``F_m[1:]``
     (a row and a slice of one parameter) go through. ``prefix[m]`` is ``prod_{k<=m} p_k``.
+
+    Memory traffic, not arithmetic, is what the elementwise part costs, so it is laid out for the cache
+    without changing a single rounding: the last product is never stored whole (each block of rows is
+    summed over ranks while it is in cache; every output row's sum is the same whatever the block), and
+    the backward finishes one modality's gradients (its two matrix products and its bias row) while that
+    modality's product is fresh, multiplying the running upstream product in place.
     """
 
     @staticmethod
@@ -99,11 +110,18 @@ class _RankProducts(torch.autograd.Function):
         # [1; z]^T F = F[0] + z^T F[1:], for all ranks in one matmul: (batch, r * d_y).
         projected = [torch.addmm(flat[0], z, flat[1:]) for z, flat in zip(inputs, flats, strict=True)]
         prefix = [projected[0]]
-        for p in projected[1:]:
+        for p in projected[1:-1]:
             prefix.append(prefix[-1] * p)
         ctx.rank = rank
-        ctx.save_for_backward(*inputs, *flats, *projected, *prefix[:-1])
-        return prefix[-1].view(prefix[-1].shape[0], rank, -1).sum(1)
+        ctx.save_for_backward(*inputs, *flats, *projected, *prefix[: n_modalities - 1])
+        batch, last = projected[0].shape[0], projected[-1]
+        if n_modalities == 1:
+            return last.view(batch, rank, -1).sum(1)
+        out = last.new_empty(batch, last.shape[1] // rank)
+        for rows in _row_blocks(batch):
+            block = prefix[-1][rows] * last[rows]
+            torch.sum(block.view(block.shape[0], rank, -1), 1, out=out[rows])
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -112,22 +130,30 @@ class _RankProducts(torch.autograd.Function):
         inputs, flats, projected = saved[:n], saved[n : 2 * n], saved[2 * n : 3 * n]
         prefix = saved[3 * n :]
         batch, ranks = grad.shape[0], (grad.shape[0], ctx.rank, -1)
-        # d out / d prefix[-1] is the gradient broadcast over ranks; multiply by it without copying it.
-        upstream = grad[:, None, :]
-        grads_projected: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
-        for m in range(n - 1, 0, -1):
-            grads_projected[m] = (upstream * prefix[m - 1].view(ranks)).view(batch, -1)
-            upstream = upstream * projected[m].view(ranks)
-        grads_projected[0] = upstream.expand(ranks).reshape(batch, -1)
-        grad_inputs, grad_flats = [], []
-        for m in range(n):
-            g, flat = grads_projected[m], flats[m]
-            grad_inputs.append(g.mm(flat[1:].t()) if ctx.needs_input_grad[2 + m] else None)
+        grad_inputs: list[torch.Tensor | None] = [None] * n
+        grad_flats: list[torch.Tensor | None] = [None] * n
+
+        def finish(m: int, g: torch.Tensor) -> None:
+            flat = flats[m]
+            if ctx.needs_input_grad[2 + m]:
+                grad_inputs[m] = g.mm(flat[1:].t())
             if ctx.needs_input_grad[2 + n + m]:
                 grad_flat = torch.empty_like(flat)
-                torch.sum(g, 0, out=grad_flat[0])
                 torch.mm(inputs[m].t(), g, out=grad_flat[1:])
-                grad_flats.append(grad_flat)
+                torch.sum(g, 0, out=grad_flat[0])
+                grad_flats[m] = grad_flat
+
+        # d out / d prefix[-1] is the gradient broadcast over ranks; multiply by it without copying it.
+        upstream = grad[:, None, :]
+        for m in range(n - 1, 0, -1):
+            finish(m, (upstream * prefix[m - 1].view(ranks)).view(batch, -1))
+            if m == n - 1:
+                upstream = upstream * projected[m].view(ranks)
             else:
-                grad_flats.append(None)
+                upstream.mul_(projected[m].view(ranks))
+        finish(0, upstream.expand(ranks).reshape(batch, -1))
         return (None, None, *grad_inputs, *grad_flats)
+
+
+def _row_blocks(batch: int) -> list[slice]:
+    return [slice(start, start + ROW_BLOCK) for start in range(0, batch, ROW_BLOCK)]
