@@ -531,6 +531,12 @@ def test_a_collapse_on_the_unlabelled_target_is_flagged_by_hand():
     binary = np.arange(10) % 2  # two classes: the limit is min(0.9, max(1.5, 0.75)) = 0.9
     assert collapse_warnings(np.eye(2)[np.r_[np.zeros(17, int), [1, 1, 1]]], binary) == []
     assert collapse_warnings(np.eye(2)[np.r_[np.zeros(19, int), [1]]], binary)
+    lopsided = np.r_[np.zeros(90, int), np.ones(10, int)]  # s = 0.9: the limit is (1 + 0.9) / 2 = 0.95
+    assert collapse_warnings(np.eye(2)[np.r_[np.zeros(92, int), np.ones(8, int)]], lopsided) == []
+    assert (
+        "97% of the unlabelled"
+        in collapse_warnings(np.eye(2)[np.r_[np.zeros(97, int), [1] * 3]], lopsided)[0]
+    )
 
 
 def test_the_command_still_runs_exit_handlers_before_its_fast_exit(tmp_path):

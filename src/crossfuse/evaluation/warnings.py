@@ -82,9 +82,12 @@ def regression_warnings(history: list[dict], chosen: dict, baseline_mae: float) 
 
 def collapse_warnings(target_probabilities: np.ndarray, source_labels: np.ndarray) -> list[str]:
     """A classifier whose predictions on the unlabelled target pile into one class: the share of its most
-    predicted class is above ``min(0.9, max(3 s, s + 0.25))``, ``s`` the source's most frequent class
-    share. Label-free, so it also catches a model that learnt the source and then collapsed on the target
-    (self-training on its own pseudo-labels), which the source-validation flags cannot see."""
+    predicted class is above ``min(max(0.9, (1 + s) / 2), max(3 s, s + 0.25))``, ``s`` the source's most
+    frequent class share: at most 90%, except for a source already that lopsided, whose limit is halfway
+    from ``s`` to all rows (95% for ``s`` = 90%; a model that keeps a 90/10 source's prior predicts about
+    90% of the target in one class, and is not collapsed). Label-free, so it also catches a model that
+    learnt the source and then collapsed on the target (self-training on its own pseudo-labels), which the
+    source-validation flags cannot see."""
     if len(target_probabilities) == 0 or len(source_labels) == 0:
         return []
     classes = target_probabilities.shape[1]
@@ -92,7 +95,7 @@ def collapse_warnings(target_probabilities: np.ndarray, source_labels: np.ndarra
         np.bincount(target_probabilities.argmax(1), minlength=classes).max() / len(target_probabilities)
     )
     source_share = chance_level(source_labels)
-    limit = min(0.9, max(3 * source_share, source_share + 0.25))
+    limit = min(max(0.9, (1 + source_share) / 2), max(3 * source_share, source_share + 0.25))
     if share <= limit:
         return []
     return [
