@@ -16,7 +16,7 @@ from crossfuse.evaluation.robustness import (
     robustness_curves,
 )
 from crossfuse.model import build_model
-from crossfuse.objective import Regression, regression_metrics
+from crossfuse.objective import Regression, classification_metrics, regression_metrics
 from crossfuse.runner import run_experiment
 from crossfuse.train.loop import accuracy, predict
 from tests.conftest import write_folder
@@ -67,6 +67,23 @@ def test_regression_metrics_by_hand():
     assert m["r2"] == pytest.approx(
         1 - (error**2).sum() / ((np.array([1.5, 2, 3]) - 2.1666666) ** 2).sum(), rel=1e-5
     )
+
+
+def test_classification_metrics_by_hand_and_against_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, -1])  # the last row has no label
+    predicted = np.array([0, 0, 0, 1, 1, 0, 3, 2])  # class 3 is predicted, never a label
+    m = classification_metrics(np.eye(4)[predicted], labels)
+    # recalls: class 0 3/4, class 1 1/2, class 2 0/1; F1: 0 6/8, 1 2/4, 2 0/1, 3 0/1
+    assert m["balanced_accuracy"] == pytest.approx((0.75 + 0.5 + 0) / 3)
+    assert m["macro_f1"] == pytest.approx((6 / 8 + 2 / 4 + 0 + 0) / 4)
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels[:7], predicted[:7]))
+    assert m["macro_f1"] == pytest.approx(f1_score(labels[:7], predicted[:7], average="macro"))
+    assert classification_metrics(np.eye(2)[[0, 1]], np.array([-1, -1])) == {
+        "balanced_accuracy": None,
+        "macro_f1": None,
+    }
 
 
 def adaptation_methods(regression: bool) -> list[str]:

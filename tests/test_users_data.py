@@ -100,6 +100,7 @@ def test_labels_7_and_107_make_two_classes_and_string_labels_map_back(tmp_path):
     out = tmp_path / "run"
     metrics = run_experiment(load_config(None, options(tmp_path / "w")), out, log=quiet)
     assert metrics["n_classes"] == 3
+    assert 0 <= metrics["target_balanced_accuracy"] <= 1 and 0 <= metrics["target_macro_f1"] <= 1
     assert json.loads((out / "model.json").read_text())["classes"] == ["cat", "dog", "emu"]
     assert set(crossfuse.load(out).predict(words.modalities)) <= {"cat", "dog", "emu"}
 
@@ -109,6 +110,7 @@ def test_unlabelled_target_domain_gives_null_accuracy_with_a_note(tmp_path):
     lines = []
     metrics = run_experiment(load_config(None, options(folder, transfer="dann")), None, log=lines.append)
     assert metrics["target_accuracy"] is None and metrics["oracle_target_accuracy"] is None
+    assert metrics["target_balanced_accuracy"] is None and metrics["target_macro_f1"] is None
     assert metrics["n_target_test_labelled"] == 0
     assert any("no scored target row has a label" in line for line in lines)
     code, out, _ = cli_run(folder, tmp_path / "r")

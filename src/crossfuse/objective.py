@@ -111,3 +111,25 @@ def regression_metrics(predicted: np.ndarray, targets: np.ndarray) -> dict[str, 
         "corr": corr,
         "r2": float(1 - (error**2).sum() / spread) if spread > 0 else None,
     }
+
+
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    """Balanced accuracy and macro F1 of the most probable class, over the rows with a label (``>= 0``);
+    ``None`` each when no row has one. What accuracy hides when the classes are unbalanced (a model that
+    always answers a 90% class has accuracy 0.9).
+
+    Balanced accuracy is the mean recall over the classes present in the labels; macro F1 the mean over
+    the classes that are labels or predictions of ``F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c)`` (scikit-learn's
+    ``balanced_accuracy_score`` and ``f1_score(average="macro")``).
+    """
+    known = labels >= 0
+    if not known.any():
+        return {"balanced_accuracy": None, "macro_f1": None}
+    predicted, truth = probabilities[known].argmax(1), labels[known]
+    recalls = [float((predicted[truth == c] == c).mean()) for c in np.unique(truth)]
+    scores = []
+    for c in np.union1d(truth, predicted):
+        true_positive = np.sum((predicted == c) & (truth == c))
+        wrong = np.sum((predicted == c) != (truth == c))
+        scores.append(2 * true_positive / (2 * true_positive + wrong))
+    return {"balanced_accuracy": float(np.mean(recalls)), "macro_f1": float(np.mean(scores))}

@@ -97,6 +97,9 @@ class RunResult:
             f"target accuracy {share(self.target_accuracy)} (selected by {self.selection})  "
             f"oracle {share(self.oracle_target_accuracy)}  [{self.train_seconds:.1f} s]"
         )
+        balanced = self.extra.get("target_balanced_accuracy")
+        if balanced is not None:
+            line += f"  target balanced accuracy {balanced:.4f}, macro F1 {self.extra['target_macro_f1']:.4f}"
         if self.target_accuracy_per_domain:
             per_domain = ", ".join(f"{d} {share(a)}" for d, a in self.target_accuracy_per_domain.items())
             line += f"  per target domain: {per_domain}"

@@ -22,7 +22,12 @@ from crossfuse.evaluation.warnings import collapse_warnings, regression_warnings
 from crossfuse.model import MultimodalModel
 from crossfuse.model import build_model as build_default_model
 from crossfuse.normalize import NORMALIZATIONS
-from crossfuse.objective import OBJECTIVES, REGRESSION_LOSSES, regression_metrics
+from crossfuse.objective import (
+    OBJECTIVES,
+    REGRESSION_LOSSES,
+    classification_metrics,
+    regression_metrics,
+)
 from crossfuse.predictor import model_card
 from crossfuse.registry import FUSIONS, SELECTION_CRITERIA, TRANSFERS
 from crossfuse.results import RunResult
@@ -397,7 +402,9 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
         else:
             unlabelled = target_probabilities
         warnings += collapse_warnings(unlabelled, labels[split.source_train])
-        measures = {}
+        measures = {
+            f"target_{k}": v for k, v in classification_metrics(target_probabilities, target_labels).items()
+        }
     if not run.task.target:
         log("note: no target domain: the model is scored on each source domain's validation rows")
     elif final is None:
