@@ -474,6 +474,9 @@ def test_bench_on_a_folder_names_runs_after_the_task_and_draws_every_plot(tmp_pa
     for picture in ("gains.png", "a_distance.png", "ablation.png", "tsne.png"):
         assert f"]({picture})" in report and (tmp_path / "bench" / picture).exists(), picture
     assert "±" in report.split("## Gain over source-only")[1].split("\n\n")[1]
+    gain = float(report.split("## Gain over source-only")[1].split("| a-to-b | late | ")[1].split(" ")[0])
+    caption = "the largest gain in this grid" if gain > 0 else "no method gains in this grid"
+    assert caption in report.split("## Features before and after adaptation")[1]
     regret = report.split("## Label-free selection: regret against the oracle")[1]
     for criterion in ("source-val", "iwv", "dev", "entropy"):
         assert f"| {criterion} | 2 |" in regret

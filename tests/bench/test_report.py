@@ -18,6 +18,8 @@ FIELDS = [
     "proxy_a_distance",
     "target_accuracy_without_audio",
     "target_accuracy_without_image",
+    "target_balanced_accuracy",
+    "target_macro_f1",
 ]
 
 
@@ -75,6 +77,26 @@ def test_report_says_so_when_nothing_beats_source_only(tmp_path):
     write(tmp_path, [row("late", "source-only", 0, 0.80), row("late", "mixup", 0, 0.81)])
     text = build_report(tmp_path, feature_picture=False).read_text()
     assert "No transfer method beats source-only by 2 points or more" in text
+
+
+def test_report_gives_balanced_accuracy_only_when_it_tells_something_accuracy_does_not(tmp_path):
+    balanced = [
+        row("late", "source-only", 0, 0.80, target_balanced_accuracy=0.80, target_macro_f1=0.79),
+        row("late", "dann", 0, 0.85, target_balanced_accuracy=0.846, target_macro_f1=0.84),
+    ]
+    write(tmp_path, balanced)
+    assert "balanced acc" not in build_report(tmp_path, feature_picture=False).read_text()
+    lopsided = [
+        row("late", "source-only", 0, 0.95, target_balanced_accuracy=0.70, target_macro_f1=0.75),
+        row("late", "source-only", 1, 0.93, target_balanced_accuracy=0.60, target_macro_f1=0.65),
+        row("late", "dann", 0, 0.94, target_balanced_accuracy=0.80, target_macro_f1=0.82),
+    ]
+    write(tmp_path, lopsided)
+    text = build_report(tmp_path, feature_picture=False).read_text()
+    assert "| default | late | source-only | 94.0 ± 1.0 | 65.0 ± 5.0 | 70.0 ± 5.0 |" in text
+    assert "| default | late | dann | 94.0 ± 0.0 | 80.0 ± 0.0 | 82.0 ± 0.0 |" in text
+    write(tmp_path, [{k: v for k, v in r.items() if "balanced" not in k and "f1" not in k} for r in lopsided])
+    assert "balanced acc" not in build_report(tmp_path, feature_picture=False).read_text()  # older results
 
 
 def test_report_refuses_a_missing_or_malformed_results_file(tmp_path):

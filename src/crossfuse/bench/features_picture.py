@@ -48,15 +48,15 @@ def feature_picture(out: Path, rows: list[dict], gain_table) -> str | None:
     seeds = sorted({int(r["seed"]) for r in rows})
     candidates = sorted(((g, k, t) for k, d in gain_table.items() for t, g in d.items()), reverse=True)
     found = None
-    for _, (task, fusion), transfer in candidates:
+    for gain, (task, fusion), transfer in candidates:
         for seed in seeds:
             before = out / "runs" / f"{task}-{fusion}-source-only-seed{seed}"
             after = out / "runs" / f"{task}-{fusion}-{transfer}-seed{seed}"
             if found is None and (before / "model.json").exists() and (after / "model.json").exists():
-                found = before, after, task, fusion, transfer, seed
+                found = before, after, task, fusion, transfer, seed, gain
     if found is None:
         return None
-    before, after, task, fusion, transfer, seed = found
+    before, after, task, fusion, transfer, seed, gain = found
     n_classes = max(int(r.get("n_classes") or 10) for r in rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     # the two embeddings at once: t-SNE's gradient releases the GIL, and each has its own seed
@@ -88,5 +88,10 @@ def feature_picture(out: Path, rows: list[dict], gain_table) -> str | None:
     plt.close(fig)
     return (
         f"t-SNE of the fused features of {fusion} fusion on task {task}, seed {seed}: source-only (left) and "
-        f"{transfer} (right), the largest gain in this grid."
+        f"{transfer} (right), "
+        + (
+            "the largest gain in this grid."
+            if gain > 0
+            else f"the run closest to source-only ({100 * gain:+.1f} points): no method gains in this grid."
+        )
     )

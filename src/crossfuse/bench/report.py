@@ -51,6 +51,8 @@ def summarise(rows: list[dict]) -> dict[tuple[str, str, str], dict[str, np.ndarr
             "oracle_target_mae",
             "source_val_mae",
             "target_r2",
+            "target_balanced_accuracy",
+            "target_macro_f1",
             "source_val_accuracy",
             "proxy_a_distance",
             "train_seconds",
@@ -203,6 +205,7 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
             f"{int(np.sum(m['flagged']))} |"
         )
     lines += held_out_section(out, rows)
+    lines += unbalanced_section(summary)
     regression = [key for key in sorted(summary) if not np.isnan(summary[key]["target_mae"]).all()]
     if regression:
         lines += [
@@ -287,6 +290,42 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+#: Points by which a row's mean balanced accuracy must differ from its mean accuracy for the report to
+#: give the balanced accuracy and macro F1 table. With classes of equal size the two are equal.
+UNBALANCED_GAP = 0.01
+
+
+def unbalanced_section(summary) -> list[str]:
+    """The target's balanced accuracy and macro F1, when some row's balanced accuracy is a point or more
+    away from its accuracy: with unbalanced target classes accuracy mostly counts the large ones (a model
+    that answers a 90% class always reads 90%)."""
+    keys = sorted(summary)
+    gaps = [
+        abs(np.nanmean(summary[k]["target_balanced_accuracy"]) - np.nanmean(summary[k]["target_accuracy"]))
+        for k in keys
+        if not np.isnan(summary[k]["target_balanced_accuracy"]).all()
+    ]
+    if not gaps or max(gaps) < UNBALANCED_GAP:
+        return []
+    lines = [
+        "",
+        "## Unbalanced target classes: balanced accuracy and macro F1 (%, mean ± std over seeds)",
+        "",
+        "Accuracy above mostly counts the large classes; balanced accuracy is the mean of the per-class "
+        "recalls, macro F1 the mean of the per-class F1 scores.",
+        "",
+        "| task | fusion | transfer | target acc | target balanced acc | target macro F1 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for key in keys:
+        m = summary[key]
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {_pm(m['target_accuracy'])} | "
+            f"{_pm(m['target_balanced_accuracy'])} | {_pm(m['target_macro_f1'])} |"
+        )
+    return lines
 
 
 def robustness_section(out: Path) -> list[str]:
