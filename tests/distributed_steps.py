@@ -54,7 +54,15 @@ def toy_model(fusion: str, transfer: str, options: dict, source, labels, target)
     model = build_model({"vec": (6,), "seq": (7, 4)}, 3, fusion, hidden_dim=16, dropout=0.3)
     method = TRANSFERS[transfer](**options)
     domains = (np.arange(len(labels)) % 2) if method.domain_generalization else None
-    start_method(method, model, source, target, seed=0, n_source_domains=1 if domains is None else 2)
+    start_method(
+        method,
+        model,
+        source,
+        target,
+        seed=0,
+        n_source_domains=1 if domains is None else 2,
+        source_labels=labels,
+    )
     return model, method, domains
 
 

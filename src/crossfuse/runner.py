@@ -235,7 +235,15 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         if not method.supports_regression:
             raise ConfigError(f"--transfer {config.transfer}: {method.regression_refusal}")
         model.objective.fit(labels[split.source_train])
-    start_method(method, model, source, target, config.seed, n_source_domains=len(task.source))
+    start_method(
+        method,
+        model,
+        source,
+        target,
+        config.seed,
+        n_source_domains=len(task.source),
+        source_labels=None if dataset.objective == "regression" else labels[split.source_train],
+    )
     device = resolve_device(config.device)
     model.to(device)
     method.to(device)

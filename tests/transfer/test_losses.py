@@ -12,7 +12,7 @@ from crossfuse.transfer.base import StepOutputs
 from crossfuse.transfer.coral import coral_loss, covariance
 from crossfuse.transfer.dann import DANN
 from crossfuse.transfer.gradient_reversal import dann_lambda, reverse_gradient
-from crossfuse.transfer.mixup import DomainMixup, mix, mixed_targets
+from crossfuse.transfer.mixup import DomainMixup, balanced_pseudo_labels, label_shares, mix, mixed_targets
 from crossfuse.transfer.mmd import multi_kernel_mmd
 
 
@@ -103,6 +103,41 @@ def test_mixup_inputs_and_targets_by_hand():
     assert torch.allclose(
         hard, torch.tensor([[0.8, 0, 0.2], [0.5, 0, 0.5], [0, 1.0, 0]], dtype=torch.float64)
     )
+
+
+def test_balanced_pseudo_labels_by_hand():
+    # the model piles the target into class 0: mean probabilities (0.7, 0.2, 0.1)
+    probabilities = torch.tensor([[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.6, 0.1, 0.3]], dtype=torch.float64)
+    logits = probabilities.clamp_min(1e-12).log()
+    uniform = torch.full((3,), 1 / 3, dtype=torch.float64)
+    # relative p_c / pbar_c: row 0 (1.29, 0.5, 0), row 1 (0.86, 2, 0), row 2 (0.86, 0.5, 3)
+    assert balanced_pseudo_labels(logits, uniform).tolist() == [0, 1, 2]
+    assert logits.argmax(-1).tolist() == [0, 0, 0]
+    # a source that is mostly class 0 keeps the pile: p_c pi_c / pbar_c, rows (1.03, 0.05, 0),
+    # (0.69, 0.2, 0) and (0.69, 0.05, 0.3)
+    lopsided = torch.tensor([0.8, 0.1, 0.1], dtype=torch.float64)
+    assert balanced_pseudo_labels(logits, lopsided).tolist() == [0, 0, 0]
+    # predictions already in the source's shares are left as they are
+    even = torch.tensor([[0.8, 0.2], [0.2, 0.8]], dtype=torch.float64).log()
+    assert balanced_pseudo_labels(even, torch.tensor([0.5, 0.5], dtype=torch.float64)).tolist() == [0, 1]
+    # without the source's shares: the batch's labels, one added to each count
+    assert torch.allclose(
+        label_shares(torch.tensor([0, 0, 1]), 3), torch.tensor([3.0, 2, 1], dtype=torch.float64) / 6
+    )
+    lam = torch.tensor([0.25, 0.5, 1.0], dtype=torch.float64)
+    mixed = mixed_targets(torch.tensor([1, 2, 0]), logits, lam, "balanced", 3, uniform)
+    expected = torch.tensor([[0.75, 0.25, 0], [0, 0.5, 0.5], [1.0, 0, 0]], dtype=torch.float64)
+    assert torch.allclose(mixed, expected)
+
+
+def test_a_run_gives_the_method_the_source_class_shares():
+    from crossfuse.train.lifecycle import start_method
+
+    model = build_model({"x": (4,)}, 3, fusion="late", hidden_dim=8)
+    method = DomainMixup()
+    x = {"x": np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)}
+    start_method(method, model, x, x, seed=0, source_labels=np.array([0, 0, 0, 2, 2]))
+    assert torch.allclose(method.source_class_shares, torch.tensor([0.6, 0.0, 0.4]))
 
 
 def test_mixup_training_loss_by_hand():

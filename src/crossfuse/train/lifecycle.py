@@ -30,12 +30,16 @@ def start_method(
     target: Mapping[str, np.ndarray],
     seed: int,
     n_source_domains: int = 1,
+    source_labels: np.ndarray | None = None,
 ) -> None:
     """Everything before the first training step, in order: the model's input normalisation is fitted
-    on the source rows, the method learns how many source domains there are, builds its parameters on the
-    model's feature sizes (:meth:`TransferMethod.setup`) and sees the training rows
-    (:meth:`TransferMethod.prepare`)."""
+    on the source rows, the method learns how many source domains there are (and, for a classifier given
+    ``source_labels``, the share of each class among them), builds its parameters on the model's feature
+    sizes (:meth:`TransferMethod.setup`) and sees the training rows (:meth:`TransferMethod.prepare`)."""
     model.fit_normalizers(source)
     method.n_source_domains = n_source_domains
+    if source_labels is not None and model.objective.kind == "classification" and len(source_labels):
+        counts = np.bincount(np.asarray(source_labels, dtype=np.int64), minlength=model.n_outputs)
+        method.source_class_shares = torch.as_tensor(counts / counts.sum(), dtype=torch.float32)
     method.setup(model, feature_dims(model, source))
     method.prepare(source, target, seed)

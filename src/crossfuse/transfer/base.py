@@ -92,7 +92,9 @@ class TransferMethod(nn.Module):
     Several source domains stay apart: ``n_source_domains`` is set before :meth:`setup`, and before each
     step the trainer sets ``batch_source_domains``, the ``(B,)`` index (``0 .. n_source_domains - 1``) of
     each source row's domain, in the order of ``--source`` (skada's ``sample_domain`` minus one), and
-    ``batch_source_rows``, the batch's row indices into the source training rows.
+    ``batch_source_rows``, the batch's row indices into the source training rows. A classifier's
+    ``source_class_shares`` (``(C,)``, the share of each class among the source training rows) is set
+    before :meth:`setup` too.
 
     Parameters
     ----------
@@ -115,6 +117,8 @@ class TransferMethod(nn.Module):
     batch_source_domains: torch.Tensor | None = None
     #: The indices, into the source training rows, of this step's source batch (set by the trainer).
     batch_source_rows: torch.Tensor | None = None
+    #: ``(C,)`` share of each class among the source training rows (a classifier's; set at the start).
+    source_class_shares: torch.Tensor | None = None
     #: Whether the method's maths holds for a regression objective (and, if not, why).
     supports_regression = True
     regression_refusal = ""
