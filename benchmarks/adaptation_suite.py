@@ -22,7 +22,20 @@ from digits_halves import write_digits_halves  # noqa: E402
 from normalization import write_usps_mnist  # noqa: E402
 from two_moons import crossfuse_run, write_two_moons  # noqa: E402
 
-SINGLE = ["source-only", "dann", "coral", "mmd", "mcc", "cdan", "shot", "m3sda", "jan", "bnm", "vada"]
+SINGLE = [
+    "source-only",
+    "dann",
+    "coral",
+    "mmd",
+    "mcc",
+    "cdan",
+    "shot",
+    "m3sda",
+    "jan",
+    "bnm",
+    "vada",
+    "mixup",
+]
 MULTIMODAL = ["mimicry", "correspondence"]
 
 

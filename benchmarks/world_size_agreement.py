@@ -57,8 +57,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/world-size"))
     parser.add_argument("--threads-control", action="store_true")
     parser.add_argument("--weight-averaging", default="none", help="none, ema or swa (every run)")
+    parser.add_argument(
+        "--transfer-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to every run (e.g. target_labels=hard: mixup's argmax pseudo-labels, the old default)",
+    )
     args = parser.parse_args()
     extra = ["--fusion", args.fusion, "--weight-averaging", args.weight_averaging]
+    for option in args.transfer_option:
+        extra += ["--transfer-option", option]
     print(
         f"AV-Digits default task, {args.fusion} fusion, weight averaging {args.weight_averaging}, default "
         f"settings otherwise; 1 against {args.nproc} processes"
