@@ -135,9 +135,9 @@ def test_a_run_gives_the_method_the_source_class_shares():
 
     model = build_model({"x": (4,)}, 3, fusion="late", hidden_dim=8)
     method = DomainMixup()
-    x = {"x": np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)}
-    start_method(method, model, x, x, seed=0, source_labels=np.array([0, 0, 0, 2, 2]))
-    assert torch.allclose(method.source_class_shares, torch.tensor([0.6, 0.0, 0.4]))
+    x = {"x": np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)}
+    start_method(method, model, x, x, seed=0, source_labels=np.array([0, 0, 0, 2, -1, 2]))
+    assert torch.allclose(method.source_class_shares, torch.tensor([0.6, 0.0, 0.4]))  # -1 has no label
 
 
 def test_mixup_training_loss_by_hand():

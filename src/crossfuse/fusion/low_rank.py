@@ -83,8 +83,8 @@ class LowRankFusion(FusionModule):
         return tfn
 
 
-# Rows a block in the forward's last product and the backward's products: 64 rows of r * d_y = 4096 floats
-# are 1 MiB, so a block's operands stay in cache between the product and what reads it next.
+# Rows a block in the forward's last product: 64 rows of r * d_y = 4096 floats are 1 MiB, so a block's
+# product stays in cache until its sum over ranks reads it.
 ROW_BLOCK = 64
 
 
