@@ -191,6 +191,13 @@ def test_warnings_flag_chance_level_and_exploding_or_flat_loss():
     assert len(exploded) == 1 and "exploded" in exploded[0]
     fell = [{"train_loss": 2.0}, {"train_loss": 0.3}]
     assert run_warnings(fell, good, labels) == []
+    ramped = [
+        {"train_loss": 0.42},
+        {"train_loss": 0.22},
+        {"train_loss": 0.51},
+    ]  # fell, then a weight ramped in
+    assert run_warnings(ramped, good, labels) == []
+    assert run_warnings([{"train_loss": 0.42}, {"train_loss": 0.45}, {"train_loss": 0.43}], good, labels)
     # two balanced classes of 25 rows: SE = sqrt(2 * 0.25 / 25) / 2, chance + 2 SE = 0.6414
     two = np.repeat([0, 1], 25)
     assert run_warnings(fell, k_right_of_25_each(16), two)  # 0.64
