@@ -38,10 +38,11 @@ def start_method(
     sizes (:meth:`TransferMethod.setup`) and sees the training rows (:meth:`TransferMethod.prepare`)."""
     model.fit_normalizers(source)
     method.n_source_domains = n_source_domains
-    known = None if source_labels is None else np.asarray(source_labels, dtype=np.int64)
-    known = None if known is None else known[known >= 0]  # -1: a row without a label
-    if known is not None and len(known) and model.objective.kind == "classification":
-        counts = np.bincount(known, minlength=model.n_outputs)
-        method.source_class_shares = torch.as_tensor(counts / counts.sum(), dtype=torch.float32)
+    if source_labels is not None and model.objective.kind == "classification":
+        known = np.asarray(source_labels, dtype=np.int64)
+        known = known[known >= 0]  # -1: a row without a label
+        if len(known):
+            counts = np.bincount(known, minlength=model.n_outputs)
+            method.source_class_shares = torch.as_tensor(counts / counts.sum(), dtype=torch.float32)
     method.setup(model, feature_dims(model, source))
     method.prepare(source, target, seed)
