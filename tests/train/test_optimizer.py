@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from crossfuse.train import optimizer as optimizer_module
 from crossfuse.train.optimizer import AdamW, CosineDecay
 
 
@@ -178,3 +179,55 @@ def test_a_flat_state_resumes_in_a_loop_and_back_and_release_unshares_the_weight
     optimizer.release()
     assert len({p.untyped_storage().data_ptr() for p in model.parameters()}) == len(list(model.parameters()))
     assert optimizer.flat is None
+
+
+def test_a_model_of_millions_of_weights_takes_the_fused_step_within_rounding_of_the_loop():
+    """From ``FUSED_MIN_ELEMENTS`` weights the flat step is torch's fused kernel: every weight within
+    rounding of the loop's over a whole schedule, every weight moved, a state that resumes in the loop."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(1100, 1000)  # 1.1 million weights, past the threshold
+    assert sum(p.numel() for p in layer.parameters()) >= optimizer_module.FUSED_MIN_ELEMENTS
+    looped, fused = (torch.nn.Linear(1100, 1000) for _ in range(2))
+    for model in (looped, fused):
+        model.load_state_dict(layer.state_dict())
+    generator = torch.Generator().manual_seed(2)
+    data = [(torch.randn(16, 1100, generator=generator), torch.randint(0, 1000, (16,), generator=generator))
+            for _ in range(6)]  # fmt: skip
+    train(looped, *our_pair(looped, 6), data)
+    optimizer = AdamW(fused.parameters(), lr=3e-3, weight_decay=1e-2, flat=True)
+    calls = []
+    kernel = optimizer.step_fused
+    optimizer.step_fused = lambda: calls.append(1) or kernel()
+    train(fused, optimizer, CosineDecay(optimizer, total_steps=6, eta_min=3e-3 / 20), data)
+    assert len(calls) == 6
+    for (name, a), b in zip(looped.state_dict().items(), fused.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), name
+        assert not torch.equal(b, layer.state_dict()[name]), name
+    for q in fused.parameters():
+        assert int(optimizer.state[q]["step"]) == 6
+        assert (optimizer.state[q]["exp_avg_sq"] > 0).any()
+    saved = optimizer.state_dict()
+    loop_again, _ = our_pair(fused, 6)
+    loop_again.load_state_dict(saved)
+    assert loop_again.common_step == 6
+
+
+def test_the_fused_step_by_hand(monkeypatch):
+    """Two fused steps of a two-weight parameter against the AdamW formula written out."""
+    monkeypatch.setattr(optimizer_module, "FUSED_MIN_ELEMENTS", 1)
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    optimizer = AdamW([p], lr=0.1, weight_decay=0.5, flat=True)
+    grads = [torch.tensor([0.5, 0.25]), torch.tensor([-0.3, 0.75])]
+    called = []
+    kernel = optimizer.step_fused
+    optimizer.step_fused = lambda: called.append(1) or kernel()
+    expected, m, v = torch.tensor([1.0, -2.0], dtype=torch.float64), 0.0, 0.0
+    for t, g in enumerate(grads, 1):
+        p.grad = g.clone()
+        optimizer.step()
+        g = g.double()
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g**2
+        expected = expected * (1 - 0.1 * 0.5)
+        expected = expected - 0.1 / (1 - 0.9**t) * m / (torch.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    assert called == [1, 1]
+    assert torch.allclose(p.detach().double(), expected, rtol=1e-6)
