@@ -34,6 +34,7 @@ SINGLE = [
     "jan",
     "bnm",
     "vada",
+    "iwdan",
     "mixup",
 ]
 MULTIMODAL = ["mimicry", "correspondence"]

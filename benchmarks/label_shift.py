@@ -29,7 +29,7 @@ from digits_halves import logistic_regression_baseline  # noqa: E402
 from two_moons import crossfuse_run, percent, percent_cells  # noqa: E402
 
 METHODS = ["source-only", "iw", "dann", "coral", "mmd", "mixup", "mcc", "cdan", "shot", "mimicry"]
-METHODS += ["correspondence", "m3sda", "jan", "bnm", "vada"]
+METHODS += ["correspondence", "m3sda", "jan", "bnm", "vada", "iwdan"]
 
 
 def write_wine(root: Path) -> Path:

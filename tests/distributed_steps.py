@@ -31,6 +31,8 @@ CASES = (
         ("late", name, {})
         for name in ("mcc", "cdan", "jan", "bnm", "vada", "mimicry", "correspondence", "m3sda", "shot")
     ]
+    # IWDAN's class-share estimate, updated every second step so that six steps use it
+    + [("late", "iwdan", {"update_every": 2})]
     # domain generalisation: two source domains (alternate rows), no target
     + [("late", name, {}) for name in ("erm", "coral-dg", "dann-dg", "mixup-dg", "swa", "modality-dropout")]
 )

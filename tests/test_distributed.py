@@ -84,8 +84,8 @@ def test_shard_dropout_masks_interleave_to_the_one_process_mask():
 def test_two_processes_train_what_one_trains_with_dropout_for_every_method(tmp_path):
     """Dropout 0.3, mixup's random lambda, CORAL's covariances, MMD's kernel means, importance weights'
     normaliser, CDAN's entropy weights, the shuffled pairs of correspondence, the batch matrices of MCC,
-    BNM and JAN, VADA's random directions, the domain-generalisation methods' per-domain statistics:
-    after six steps the 2-process model computes the 1-process model's logits.
+    BNM and JAN, VADA's random directions, IWDAN's class-share estimate, the domain-generalisation
+    methods' per-domain statistics: after six steps the 2-process model computes the 1-process model's logits.
 
     The models are compared by what they compute and by the domain classifiers' weights: a unit that
     never fires on this data gets no gradient, so its weights do not matter and are not compared.
@@ -104,7 +104,7 @@ def test_two_processes_train_what_one_trains_with_dropout_for_every_method(tmp_p
         )
         assert done.returncode == 0, done.stderr[-3000:]
     cases = sorted(p.name for p in (tmp_path / "1").iterdir())
-    assert len(cases) == 22
+    assert len(cases) == 23
     for case in cases:
         one = load_file(str(tmp_path / "1" / case))
         two = load_file(str(tmp_path / "2" / case))

@@ -159,6 +159,7 @@ TRANSFERS = Registry(
         "jan",
         "bnm",
         "vada",
+        "iwdan",
         "erm",
         "coral-dg",
         "dann-dg",

@@ -1,0 +1,153 @@
+"""Importance-weighted DANN (Tachet des Combes, Zhao, Wang & Gordon, "Domain Adaptation with Conditional
+Distribution Matching and Generalized Label Shift", NeurIPS 2020)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from crossfuse.errors import ConfigError
+from crossfuse.parallel import gather_shards
+from crossfuse.registry import TRANSFERS
+from crossfuse.transfer.base import run_model
+from crossfuse.transfer.dann import DANN
+from crossfuse.transfer.gradient_reversal import reverse_gradient
+
+#: How much heavier than the least-squares rows the equality ``p^T w = 1`` weighs in the NNLS system.
+EQUALITY_WEIGHT = 1e3
+
+
+def class_ratios(confusion: np.ndarray, target_shares: np.ndarray) -> np.ndarray:
+    """``w = q / p``, the ratio of target to source class shares, from a classifier's statistics (BBSE).
+
+    ``confusion[i, j] = P_s(prediction i, label j)`` on the source and ``target_shares[i] = P_t(prediction
+    i)``. When the classes' conditionals ``p(x | y)`` are the same in both domains, ``P_t(pred i) =
+    sum_j P_s(pred i | y = j) q_j = sum_j confusion[i, j] w_j``, so ``w`` solves
+
+    ``min_w ||C w - mu||^2``  subject to  ``w >= 0``, ``p^T w = 1``
+
+    (``p_j = sum_i C[i, j]``, the source's class shares: the target's shares ``p_j w_j`` sum to one),
+    Lipton, Wang & Smola, "Detecting and Correcting for Label Shift with Black Box Predictors", ICML 2018,
+    with the constraints of the paper above. Solved as non-negative least squares (scipy's Lawson-Hanson)
+    with the equality as a heavily weighted extra row, then scaled to meet it exactly. A class never seen
+    on the source keeps ``w = 1``.
+    """
+    from scipy.optimize import nnls
+
+    confusion = np.asarray(confusion, dtype=np.float64)
+    source_shares = confusion.sum(0)
+    system = np.vstack([confusion, EQUALITY_WEIGHT * source_shares[None]])
+    wanted = np.r_[np.asarray(target_shares, dtype=np.float64), EQUALITY_WEIGHT]
+    ratios, _ = nnls(system, wanted)
+    ratios[source_shares == 0] = 1.0
+    return ratios / max(float(source_shares @ ratios), 1e-12)
+
+
+@TRANSFERS.register("iwdan")
+class ImportanceWeightedDANN(DANN):
+    """DANN whose source rows count by their class's estimated share ratio ``w_y = q_t(y) / p_s(y)``.
+
+    Matching the marginals of source and target features assumes that the classes keep their shares: when
+    the target's shares differ (label shift), DANN aligns target rows onto the wrong classes. IWDAN matches
+    the target to the source *re-weighted to the target's class shares*:
+
+    ``L = sum_i w_{y_i} CE(f(x_i), y_i) / sum_i w_{y_i} + weight * L_d^w``,
+    ``L_d^w = mean_spaces [mean_S w_{y_i} BCE(G_d(R(f_i)), 0) + mean_T BCE(G_d(R(f_j)), 1)] / 2``
+
+    (``R`` DANN's gradient reversal with its warm-up). ``w`` starts at 1 (plain DANN). Every step adds the
+    batch's soft source confusion ``sum_i softmax(f(x_i)) onehot(y_i)^T`` and its mean target prediction to
+    running sums; every ``update_every`` steps :func:`class_ratios` solves for ``w`` from them, and
+    ``w <- momentum w + (1 - momentum) w_new`` (the paper's moving average, 0.5), the sums then starting
+    again. Under torchrun the sums run over the global batch (:func:`~crossfuse.parallel.gather_shards`),
+    so every process holds the same ``w``. The estimated target class shares are ``p_s * w``
+    (:attr:`target_class_shares`).
+
+    Parameters
+    ----------
+    align, weight, gamma, hidden_dim
+        As :class:`~crossfuse.transfer.dann.DANN`.
+    update_every
+        Steps between two estimates of ``w``: 10, a fifth of the shortest epoch, so that the estimate keeps
+        up with the alignment (a label shift that DANN has already aligned wrongly is hard to undo).
+    momentum
+        Share of the previous ``w`` kept at each estimate.
+    """
+
+    supports_regression = False
+    regression_refusal = "IWDAN estimates the target's class shares from probabilities; a regression has none"
+
+    def __init__(
+        self,
+        align: str = "both",
+        weight: float = 1.0,
+        gamma: float = 10.0,
+        hidden_dim: int = 64,
+        update_every: int = 10,
+        momentum: float = 0.5,
+    ) -> None:
+        super().__init__(align, weight, gamma, hidden_dim)
+        if update_every < 1 or not 0 <= momentum < 1:
+            raise ConfigError(
+                f"iwdan needs update_every >= 1 and 0 <= momentum < 1 (got {update_every}, {momentum})"
+            )
+        self.update_every, self.momentum = update_every, momentum
+        self.row_weights: torch.Tensor | None = None
+
+    def setup(self, model, feature_dims: Mapping[str, int]) -> None:
+        super().setup(model, feature_dims)
+        k = model.n_outputs
+        # buffers: they are checkpointed with the method, so a resumed run continues the same estimate
+        self.register_buffer("class_weights", torch.ones(k))
+        self.register_buffer("confusion_sum", torch.zeros(k, k, dtype=torch.float64))
+        self.register_buffer("target_prediction_sum", torch.zeros(k, dtype=torch.float64))
+        self.register_buffer("counts", torch.zeros(3, dtype=torch.float64))  # source rows, target rows, steps
+
+    @property
+    def target_class_shares(self) -> torch.Tensor:
+        """``p_s * w``: the target's class shares as the current weights estimate them."""
+        source = self.source_class_shares
+        if source is None:
+            source = torch.full_like(self.class_weights, 1 / len(self.class_weights))
+        return source.to(self.class_weights) * self.class_weights
+
+    @torch.no_grad()
+    def record(self, source_logits: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor) -> None:
+        """Add the global batch's statistics; every ``update_every`` steps, update ``w`` from them."""
+        k = self.class_weights.shape[0]
+        source = gather_shards(torch.softmax(source_logits.detach(), -1)).double()
+        known = gather_shards(labels.to(source.dtype)).long()
+        target = gather_shards(torch.softmax(target_logits.detach(), -1)).double()
+        self.confusion_sum += source.T @ F.one_hot(known, k).to(source.dtype)
+        self.target_prediction_sum += target.sum(0)
+        self.counts += torch.tensor([len(source), len(target), 1.0], dtype=self.counts.dtype)
+        if int(self.counts[2]) % self.update_every:
+            return
+        estimate = class_ratios(
+            (self.confusion_sum / self.counts[0]).cpu().numpy(),
+            (self.target_prediction_sum / self.counts[1]).cpu().numpy(),
+        )
+        estimate = torch.as_tensor(estimate, dtype=self.class_weights.dtype, device=self.class_weights.device)
+        self.class_weights.mul_(self.momentum).add_((1 - self.momentum) * estimate)
+        self.confusion_sum.zero_()
+        self.target_prediction_sum.zero_()
+        self.counts.zero_()
+
+    def domain_loss(self, source: torch.Tensor, target: torch.Tensor, space: str, coefficient: float):
+        """DANN's domain loss with each source row's BCE times its class weight."""
+        logits_s = self.classifiers[space](reverse_gradient(source, coefficient))
+        logits_t = self.classifiers[space](reverse_gradient(target, coefficient))
+        losses_s = F.binary_cross_entropy_with_logits(logits_s, torch.zeros_like(logits_s), reduction="none")
+        weights = self.row_weights if self.row_weights is not None else torch.ones_like(losses_s)
+        loss = 0.5 * (weights * losses_s).mean()
+        return loss + 0.5 * F.binary_cross_entropy_with_logits(logits_t, torch.ones_like(logits_t))
+
+    def training_loss(self, model, source, labels: torch.Tensor, target, progress: float) -> torch.Tensor:
+        outputs = run_model(model, source, target)
+        self.row_weights = self.class_weights[labels]
+        loss = model.objective.loss(outputs.source_logits, labels, self.row_weights)
+        loss = loss + self.weight * self.alignment_loss(outputs, progress)
+        self.record(outputs.source_logits, labels, outputs.target_logits)
+        return loss

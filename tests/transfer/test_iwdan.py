@@ -1,0 +1,115 @@
+"""IWDAN: the class-share ratios (BBSE with constraints), the weighted losses and the running estimate."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crossfuse.errors import ConfigError
+from crossfuse.model import build_model
+from crossfuse.train.lifecycle import start_method
+from crossfuse.transfer.gradient_reversal import dann_lambda
+from crossfuse.transfer.iwdan import ImportanceWeightedDANN, class_ratios
+
+
+def test_class_ratios_recover_the_shift_through_a_confusing_classifier():
+    """``C = M diag(p)`` for a classifier whose column ``j`` is ``P(prediction | y = j)``; its target
+    predictions are ``mu = M q``, so the ratios are ``q / p``, exactly, with a perfect and with an
+    imperfect classifier."""
+    p, q = np.array([0.5, 0.3, 0.2]), np.array([0.1, 0.3, 0.6])
+    perfect = np.diag(p)
+    assert np.allclose(class_ratios(perfect, q), q / p, atol=1e-9)
+    confusing = np.array([[0.8, 0.1, 0.2], [0.15, 0.7, 0.1], [0.05, 0.2, 0.7]])  # columns sum to 1
+    ratios = class_ratios(confusing @ np.diag(p), confusing @ q)
+    assert np.allclose(ratios, q / p, atol=1e-6)
+    assert ratios @ p == pytest.approx(1.0, abs=1e-12)  # the target's shares p * w sum to one
+
+
+def test_class_ratios_stay_non_negative_and_sum_to_one_when_no_shift_fits():
+    """Target predictions no shift of the classes explains (more of class 0 than any ``q`` gives):
+    the constrained least squares, computed here by a brute-force search over the simplex."""
+    p = np.array([0.5, 0.5])
+    confusion = np.array([[0.4, 0.3], [0.1, 0.2]])
+    mu = np.array([0.95, 0.05])
+    ratios = class_ratios(confusion, mu)
+    assert (ratios >= 0).all() and ratios @ p == pytest.approx(1.0, abs=1e-12)
+    grid = [np.array([a, 1 - a]) / p for a in np.linspace(0, 1, 100001)]
+    best = min(grid, key=lambda w: np.sum((confusion @ w - mu) ** 2))
+    assert np.allclose(ratios, best, atol=1e-4)
+    assert np.allclose(class_ratios(np.diag([0.6, 0.0, 0.4]), [0.6, 0.0, 0.4]), [1.0, 1.0, 1.0])
+
+
+def small(update_every=10, momentum=0.5):
+    torch.manual_seed(0)
+    model = build_model({"x": (4,)}, 3, fusion="late", hidden_dim=8)
+    method = ImportanceWeightedDANN(update_every=update_every, momentum=momentum)
+    x = {"x": np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)}
+    start_method(method, model, x, x, seed=0, source_labels=np.arange(12) % 3)
+    return model.eval(), method
+
+
+def test_the_training_loss_weights_each_source_row_by_its_class_by_hand():
+    model, method = small()
+    method.class_weights.copy_(torch.tensor([2.0, 0.5, 0.5]))
+    rng = np.random.default_rng(1)
+    source = {"x": torch.from_numpy(rng.normal(size=(6, 4)).astype(np.float32))}
+    target = {"x": torch.from_numpy(rng.normal(size=(6, 4)).astype(np.float32) + 1)}
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    loss = method.training_loss(model, source, labels, target, 0.4)
+    w = torch.tensor([2.0, 0.5, 0.5, 2.0, 0.5, 0.5])
+    source_logits = model(source)
+    classification = (w * F.cross_entropy(source_logits, labels, reduction="none")).sum() / w.sum()
+    features_s, features_t = model.encode(source), model.encode(target)
+    spaces = {m: (features_s[m], features_t[m]) for m in features_s}
+    spaces["fused"] = (model.fuse(features_s), model.fuse(features_t))
+    domain = []
+    for space, (s, t) in spaces.items():
+        zs, zt = method.classifiers[space](s), method.classifiers[space](t)
+        domain.append(
+            0.5 * (w * -torch.log(1 - torch.sigmoid(zs))).mean() + 0.5 * -torch.log(torch.sigmoid(zt)).mean()
+        )
+    expected = classification + torch.stack(domain).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert method.last_lambda == pytest.approx(dann_lambda(0.4))
+
+
+def test_every_update_every_steps_the_weights_move_halfway_to_the_estimate_of_those_steps():
+    model, method = small(update_every=2, momentum=0.5)
+    rng = np.random.default_rng(2)
+    batches = [
+        (torch.from_numpy(rng.normal(size=(6, 4)).astype(np.float32)), torch.tensor([0, 0, 0, 0, 1, 2]),
+         torch.from_numpy(rng.normal(size=(6, 4)).astype(np.float32)))
+        for _ in range(2)
+    ]  # fmt: skip
+    confusion, target_mean = np.zeros((3, 3)), np.zeros(3)
+    for x_s, y, x_t in batches:
+        with torch.no_grad():
+            p_s = torch.softmax(model({"x": x_s}), -1).double().numpy()
+            p_t = torch.softmax(model({"x": x_t}), -1).double().numpy()
+        confusion += p_s.T @ np.eye(3)[y.numpy()] / 12
+        target_mean += p_t.sum(0) / 12
+    method.training_loss(model, {"x": batches[0][0]}, batches[0][1], {"x": batches[0][2]}, 0.1)
+    assert torch.equal(method.class_weights, torch.ones(3))  # one step: no estimate yet
+    method.training_loss(model, {"x": batches[1][0]}, batches[1][1], {"x": batches[1][2]}, 0.1)
+    expected = 0.5 + 0.5 * class_ratios(confusion, target_mean)
+    assert np.allclose(method.class_weights.numpy(), expected, atol=1e-6)
+    assert float(method.counts.sum()) == 0 and float(method.confusion_sum.abs().sum()) == 0
+    shares = method.target_class_shares
+    assert torch.allclose(shares, method.source_class_shares * method.class_weights)
+
+
+def test_every_parameter_gets_a_gradient_and_a_regression_or_bad_option_is_refused():
+    model, method = small()
+    method.class_weights.copy_(torch.tensor([3.0, 0.0, 0.0]))  # rows of classes 1 and 2 count for nothing
+    x = {"x": torch.randn(6, 4)}
+    loss = method.training_loss(
+        model.train(), x, torch.tensor([0, 1, 2, 0, 1, 2]), {"x": torch.randn(6, 4)}, 0.5
+    )
+    loss.backward()
+    for name, p in list(model.named_parameters()) + list(method.named_parameters()):
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert ImportanceWeightedDANN.supports_regression is False
+    with pytest.raises(ConfigError, match="update_every"):
+        ImportanceWeightedDANN(update_every=0)
+    with pytest.raises(ConfigError, match="momentum"):
+        ImportanceWeightedDANN(momentum=1.0)
