@@ -472,6 +472,7 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
         machine=platform.machine(),
         target_accuracy_per_domain=None if regression else per_domain,
         extra=measures
+        | run.method.run_metrics()
         | ({"target_mae_per_domain": per_domain} if regression and per_domain else {})
         | {f"target_{metric}_without_{m}": value for m, value in ablation.items()},
     )

@@ -113,3 +113,23 @@ def test_every_parameter_gets_a_gradient_and_a_regression_or_bad_option_is_refus
         ImportanceWeightedDANN(update_every=0)
     with pytest.raises(ConfigError, match="momentum"):
         ImportanceWeightedDANN(momentum=1.0)
+
+
+def test_a_run_under_label_shift_estimates_the_target_shares_and_writes_them(tmp_path):
+    """Two blobs, 80/20 on the source and 20/80 on the target: a few epochs of IWDAN move its estimate of
+    the target's shares past the source's towards the target's, and ``metrics.json`` holds it."""
+    from crossfuse.config import load_config
+    from crossfuse.runner import run_experiment
+    from tests.conftest import write_folder
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(320), np.ones(80), np.zeros(80), np.ones(320)].astype(int)
+    domains = np.array(["s"] * 400 + ["t"] * 400)
+    x = (rng.normal(size=(800, 5)) + 3 * labels[:, None]).astype(np.float32)
+    folder = write_folder(tmp_path / "f", {"x": x}, labels, domains)
+    values = dict(data=str(folder), source=["s"], target=["t"], transfer="iwdan", epochs=3, seed=0)
+    metrics = run_experiment(load_config(None, values), tmp_path / "run", log=lambda _: None)
+    shares = metrics["estimated_target_class_shares"]
+    assert len(shares) == 2 and sum(shares) == pytest.approx(1.0, abs=1e-3)
+    assert shares[1] > 0.6, shares  # the source has 20% of class 1, the target 80%
+    assert metrics["target_accuracy"] > 0.9

@@ -155,6 +155,11 @@ class TransferMethod(nn.Module):
         target rows set aside when the method ``needs_target_shots``, ``target`` the unlabelled target
         training rows."""
 
+    def run_metrics(self) -> dict[str, object]:
+        """Figures the method learnt about the data, written into the run's ``metrics.json`` (IWDAN's
+        estimate of the target's class shares); none by default."""
+        return {}
+
     def source_weights(self, source: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """Per-sample weights of the source loss, or ``None`` for uniform."""
         return None

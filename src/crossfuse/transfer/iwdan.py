@@ -113,6 +113,11 @@ class ImportanceWeightedDANN(DANN):
             source = torch.full_like(self.class_weights, 1 / len(self.class_weights))
         return source.to(self.class_weights) * self.class_weights
 
+    def run_metrics(self) -> dict[str, object]:
+        """``estimated_target_class_shares``: :attr:`target_class_shares` at the end of training, in the
+        order of the model's classes (``model.json``)."""
+        return {"estimated_target_class_shares": [round(float(v), 4) for v in self.target_class_shares]}
+
     @torch.no_grad()
     def record(self, source_logits: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor) -> None:
         """Add the global batch's statistics; every ``update_every`` steps, update ``w`` from them."""
