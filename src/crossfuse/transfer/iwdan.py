@@ -107,11 +107,13 @@ class ImportanceWeightedDANN(DANN):
 
     @property
     def target_class_shares(self) -> torch.Tensor:
-        """``p_s * w``: the target's class shares as the current weights estimate them."""
+        """``p_s * w`` scaled to sum to one (``p_s`` over all source training rows, ``w`` fitted on the
+        batches'): the target's class shares as the current weights estimate them."""
         source = self.source_class_shares
         if source is None:
             source = torch.full_like(self.class_weights, 1 / len(self.class_weights))
-        return source.to(self.class_weights) * self.class_weights
+        shares = source.to(self.class_weights) * self.class_weights
+        return shares / shares.sum().clamp_min(1e-12)
 
     def run_metrics(self) -> dict[str, object]:
         """``estimated_target_class_shares``: :attr:`target_class_shares` at the end of training, in the
@@ -152,7 +154,10 @@ class ImportanceWeightedDANN(DANN):
     def training_loss(self, model, source, labels: torch.Tensor, target, progress: float) -> torch.Tensor:
         outputs = run_model(model, source, target)
         self.row_weights = self.class_weights[labels]
-        loss = model.objective.loss(outputs.source_logits, labels, self.row_weights)
-        loss = loss + self.weight * self.alignment_loss(outputs, progress)
+        try:
+            loss = model.objective.loss(outputs.source_logits, labels, self.row_weights)
+            loss = loss + self.weight * self.alignment_loss(outputs, progress)
+        finally:  # outside a step, domain_loss is DANN's
+            self.row_weights = None
         self.record(outputs.source_logits, labels, outputs.target_logits)
         return loss
