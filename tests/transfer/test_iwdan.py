@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from crossfuse.errors import ConfigError
+from crossfuse.evaluation.warnings import collapse_limit
 from crossfuse.model import build_model
 from crossfuse.train.lifecycle import start_method
 from crossfuse.transfer.gradient_reversal import dann_lambda
-from crossfuse.transfer.iwdan import ImportanceWeightedDANN, class_ratios
+from crossfuse.transfer.iwdan import ImportanceWeightedDANN, capped_ratios, class_ratios
 
 
 def test_class_ratios_recover_the_shift_through_a_confusing_classifier():
@@ -37,6 +38,33 @@ def test_class_ratios_stay_non_negative_and_sum_to_one_when_no_shift_fits():
     best = min(grid, key=lambda w: np.sum((confusion @ w - mu) ** 2))
     assert np.allclose(ratios, best, atol=1e-4)
     assert np.allclose(class_ratios(np.diag([0.6, 0.0, 0.4]), [0.6, 0.0, 0.4]), [1.0, 1.0, 1.0])
+
+
+def test_no_estimated_share_passes_the_collapse_limit_and_the_excess_goes_to_the_others_by_their_shares():
+    """Ten balanced source classes: the collapse flag's limit is 35%. An estimate of 45 / 20 / 20 / 15 /
+    0 ... gives its 10 points over the limit to the other three in proportion (4:4:3); one of 80 / 15 / 5
+    needs two rounds (the second class passes the limit after the first); one under the limit is left as
+    it is."""
+    p = np.full(10, 0.1)
+    assert collapse_limit(0.1) == pytest.approx(0.35)
+    shares = np.r_[0.45, 0.2, 0.2, 0.15, np.zeros(6)]
+    capped = capped_ratios(shares / p, p) * p
+    excess = 0.10 / 0.55
+    assert np.allclose(
+        capped, np.r_[0.35, 0.2 * (1 + excess), 0.2 * (1 + excess), 0.15 * (1 + excess), np.zeros(6)]
+    )
+    assert capped.sum() == pytest.approx(1.0)
+    capped = capped_ratios(np.r_[0.8, 0.15, 0.05, np.zeros(7)] / p, p) * p
+    assert np.allclose(capped, np.r_[0.35, 0.35, 0.30, np.zeros(7)])
+    capped = capped_ratios(np.r_[1.0, np.zeros(9)] / p, p) * p
+    assert np.allclose(capped, np.r_[0.35, np.full(9, 0.65 / 9)])
+    below = np.r_[0.3, 0.3, 0.2, 0.2, np.zeros(6)]
+    assert np.array_equal(capped_ratios(below / p, p), below / p)
+    # a source 74% one class (the wine data): the limit is 90%, so a 63% target share is untouched
+    wine = np.array([0.023, 0.736, 0.241])
+    assert collapse_limit(0.736) == pytest.approx(0.9)
+    target = np.array([0.626, 0.077, 0.297])
+    assert np.allclose(capped_ratios(target / wine, wine) * wine, target)
 
 
 def small(update_every=10, momentum=0.5):
@@ -91,7 +119,7 @@ def test_every_update_every_steps_the_weights_move_halfway_to_the_estimate_of_th
     method.training_loss(model, {"x": batches[0][0]}, batches[0][1], {"x": batches[0][2]}, 0.1)
     assert torch.equal(method.class_weights, torch.ones(3))  # one step: no estimate yet
     method.training_loss(model, {"x": batches[1][0]}, batches[1][1], {"x": batches[1][2]}, 0.1)
-    expected = 0.5 + 0.5 * class_ratios(confusion, target_mean)
+    expected = 0.5 + 0.5 * capped_ratios(class_ratios(confusion, target_mean), confusion.sum(0))
     assert np.allclose(method.class_weights.numpy(), expected, atol=1e-6)
     assert float(method.counts.sum()) == 0 and float(method.confusion_sum.abs().sum()) == 0
     shares = method.source_class_shares * method.class_weights

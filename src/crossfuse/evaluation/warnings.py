@@ -83,6 +83,12 @@ def regression_warnings(history: list[dict], chosen: dict, baseline_mae: float) 
     return warnings + loss_warnings(history)
 
 
+def collapse_limit(source_share: float) -> float:
+    """The largest share of one class in a target that is not read as a collapse (see
+    :func:`collapse_warnings`), given ``source_share``, the source's most frequent class share."""
+    return min(max(0.9, (1 + source_share) / 2), max(3 * source_share, source_share + 0.25))
+
+
 def collapse_warnings(target_probabilities: np.ndarray, source_labels: np.ndarray) -> list[str]:
     """A classifier whose predictions on the unlabelled target pile into one class: the share of its most
     predicted class is above ``min(max(0.9, (1 + s) / 2), max(3 s, s + 0.25))``, ``s`` the source's most
@@ -98,7 +104,7 @@ def collapse_warnings(target_probabilities: np.ndarray, source_labels: np.ndarra
         np.bincount(target_probabilities.argmax(1), minlength=classes).max() / len(target_probabilities)
     )
     source_share = chance_level(source_labels)
-    limit = min(max(0.9, (1 + source_share) / 2), max(3 * source_share, source_share + 0.25))
+    limit = collapse_limit(source_share)
     if share <= limit:
         return []
     return [

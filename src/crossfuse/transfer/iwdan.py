@@ -46,6 +46,35 @@ def class_ratios(confusion: np.ndarray, target_shares: np.ndarray) -> np.ndarray
     return ratios / max(float(source_shares @ ratios), 1e-12)
 
 
+def capped_ratios(ratios: np.ndarray, source_shares: np.ndarray) -> np.ndarray:
+    """``ratios`` with no class's target share ``p_j w_j`` above the collapse flag's limit
+    (:func:`~crossfuse.evaluation.warnings.collapse_limit` of the source's largest share): a capped
+    share is set to the limit and the excess shared among the other classes in proportion to their
+    shares (equally, when they have none), until none is above it.
+
+    Why: the estimate feeds on the model's own target predictions, and where those are poor (USPS ->
+    MNIST) it ran away until every target row was predicted as one class. The library reads a share past
+    this limit as a collapse, so the estimate may not claim one."""
+    from crossfuse.evaluation.warnings import collapse_limit
+
+    shares = np.asarray(source_shares, dtype=np.float64) * ratios
+    limit = collapse_limit(float(np.max(source_shares)))
+    capped = np.zeros(len(shares), dtype=bool)
+    while (shares > limit + 1e-12).any() and not capped.all():
+        capped |= shares > limit
+        free = shares[~capped].sum()
+        shares[capped] = limit
+        rest = 1 - limit * capped.sum()
+        if rest <= 0:
+            break
+        if free <= 0:
+            shares[~capped] = rest / (~capped).sum()
+        else:
+            shares[~capped] *= rest / free
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(source_shares > 0, shares / source_shares, ratios)
+
+
 @TRANSFERS.register("iwdan")
 class ImportanceWeightedDANN(DANN):
     """DANN whose source rows count by their class's estimated share ratio ``w_y = q_t(y) / p_s(y)``.
@@ -132,9 +161,10 @@ class ImportanceWeightedDANN(DANN):
         self.counts += torch.tensor([len(source), len(target), 1.0], dtype=self.counts.dtype)
         if int(self.counts[2]) % self.update_every:
             return
-        estimate = class_ratios(
-            (self.confusion_sum / self.counts[0]).cpu().numpy(),
-            (self.target_prediction_sum / self.counts[1]).cpu().numpy(),
+        confusion = (self.confusion_sum / self.counts[0]).cpu().numpy()
+        estimate = capped_ratios(
+            class_ratios(confusion, (self.target_prediction_sum / self.counts[1]).cpu().numpy()),
+            confusion.sum(0),
         )
         estimate = torch.as_tensor(estimate, dtype=self.class_weights.dtype, device=self.class_weights.device)
         self.class_weights.mul_(self.momentum).add_((1 - self.momentum) * estimate)
