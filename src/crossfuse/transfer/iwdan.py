@@ -88,7 +88,8 @@ class ImportanceWeightedDANN(DANN):
 
     (``R`` DANN's gradient reversal with its warm-up). ``w`` starts at 1 (plain DANN). Every step adds the
     batch's soft source confusion ``sum_i softmax(f(x_i)) onehot(y_i)^T`` and its mean target prediction to
-    running sums; every ``update_every`` steps :func:`class_ratios` solves for ``w`` from them, and
+    running sums; every ``update_every`` steps :func:`class_ratios` solves for ``w`` from them,
+    :func:`capped_ratios` keeps every estimated target share within the collapse flag's limit, and
     ``w <- momentum w + (1 - momentum) w_new`` (the paper's moving average, 0.5), the sums then starting
     again. Under torchrun the sums run over the global batch (:func:`~crossfuse.parallel.gather_shards`),
     so every process holds the same ``w``. The estimated target class shares are ``p_s * w``
