@@ -79,11 +79,21 @@ class DANN(TransferMethod):
             {s: DomainClassifier(feature_dims[s], self.hidden_dim) for s in spaces}
         )
 
+    def source_row_weights(self) -> torch.Tensor | None:
+        """Per-row weights of the source rows' domain loss in this step (``None``: each counts once)."""
+        return None
+
     def domain_loss(self, source: torch.Tensor, target: torch.Tensor, space: str, coefficient: float):
-        """BCE of the domain classifier of ``space`` on reversed features; also its accuracy."""
+        """BCE of the domain classifier of ``space`` on reversed features, each source row's term times
+        its :meth:`source_row_weights` when there are some."""
         logits_s = self.classifiers[space](reverse_gradient(source, coefficient))
         logits_t = self.classifiers[space](reverse_gradient(target, coefficient))
-        loss = 0.5 * F.binary_cross_entropy_with_logits(logits_s, torch.zeros_like(logits_s))
+        weights, zeros = self.source_row_weights(), torch.zeros_like(logits_s)
+        if weights is None:
+            loss = 0.5 * F.binary_cross_entropy_with_logits(logits_s, zeros)
+        else:
+            losses = F.binary_cross_entropy_with_logits(logits_s, zeros, reduction="none")
+            loss = 0.5 * (weights * losses).mean()
         loss = loss + 0.5 * F.binary_cross_entropy_with_logits(logits_t, torch.ones_like(logits_t))
         return loss
 

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from crossfuse.errors import ConfigError
+from crossfuse.evaluation.warnings import collapse_limit
 from crossfuse.parallel import gather_shards
 from crossfuse.registry import TRANSFERS
 from crossfuse.transfer.base import run_model
 from crossfuse.transfer.dann import DANN
-from crossfuse.transfer.gradient_reversal import reverse_gradient
 
 #: How much heavier than the least-squares rows the equality ``p^T w = 1`` weighs in the NNLS system.
 EQUALITY_WEIGHT = 1e3
@@ -55,8 +55,6 @@ def capped_ratios(ratios: np.ndarray, source_shares: np.ndarray) -> np.ndarray:
     Why: the estimate feeds on the model's own target predictions, and where those are poor (USPS ->
     MNIST) it ran away until every target row was predicted as one class. The library reads a share past
     this limit as a collapse, so the estimate may not claim one."""
-    from crossfuse.evaluation.warnings import collapse_limit
-
     shares = np.asarray(source_shares, dtype=np.float64) * ratios
     limit = collapse_limit(float(np.max(source_shares)))
     capped = np.zeros(len(shares), dtype=bool)
@@ -173,14 +171,9 @@ class ImportanceWeightedDANN(DANN):
         self.target_prediction_sum.zero_()
         self.counts.zero_()
 
-    def domain_loss(self, source: torch.Tensor, target: torch.Tensor, space: str, coefficient: float):
-        """DANN's domain loss with each source row's BCE times its class weight."""
-        logits_s = self.classifiers[space](reverse_gradient(source, coefficient))
-        logits_t = self.classifiers[space](reverse_gradient(target, coefficient))
-        losses_s = F.binary_cross_entropy_with_logits(logits_s, torch.zeros_like(logits_s), reduction="none")
-        weights = self.row_weights if self.row_weights is not None else torch.ones_like(losses_s)
-        loss = 0.5 * (weights * losses_s).mean()
-        return loss + 0.5 * F.binary_cross_entropy_with_logits(logits_t, torch.ones_like(logits_t))
+    def source_row_weights(self) -> torch.Tensor | None:
+        """The class weights of this step's source rows (set by :meth:`training_loss`)."""
+        return self.row_weights
 
     def training_loss(self, model, source, labels: torch.Tensor, target, progress: float) -> torch.Tensor:
         outputs = run_model(model, source, target)
@@ -188,7 +181,7 @@ class ImportanceWeightedDANN(DANN):
         try:
             loss = model.objective.loss(outputs.source_logits, labels, self.row_weights)
             loss = loss + self.weight * self.alignment_loss(outputs, progress)
-        finally:  # outside a step, domain_loss is DANN's
+        finally:  # outside a step, the domain loss is DANN's
             self.row_weights = None
         self.record(outputs.source_logits, labels, outputs.target_logits)
         return loss
