@@ -8,6 +8,9 @@ move any number, then after:
 
     OMP_NUM_THREADS=1 python benchmarks/history_guard.py --save /tmp/guard.json
     OMP_NUM_THREADS=1 python benchmarks/history_guard.py --compare /tmp/guard.json
+
+A change that adds a field to the history compares the rest with ``--ignore FIELD`` (the field is left
+out of every epoch's record before hashing).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run_all(epochs: int) -> dict[str, str]:
+def run_all(epochs: int, ignore: tuple[str, ...] = ()) -> dict[str, str]:
     from crossfuse.config import load_config
     from crossfuse.runner import run
 
@@ -55,7 +58,10 @@ def run_all(epochs: int) -> dict[str, str]:
             out = Path(folder) / f"{fusion}-{transfer}"
             config = load_config(None, {"fusion": fusion, "transfer": transfer, "epochs": epochs})
             run(config, out, log=lambda _: None)
-            history = json.loads((out / "history.json").read_text())
+            history = [
+                {k: v for k, v in record.items() if k not in ignore}
+                for record in json.loads((out / "history.json").read_text())
+            ]
             metrics = json.loads((out / "metrics.json").read_text())
             kept = {k: v for k, v in metrics.items() if k not in TIMINGS and "accuracy" in k}
             hashes[f"{fusion}-{transfer}"] = digest([history, kept])
@@ -66,6 +72,7 @@ def run_all(epochs: int) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--ignore", action="append", default=[], help="a history field to leave out")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--save", type=Path)
     action.add_argument("--compare", type=Path)
@@ -73,7 +80,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    hashes = run_all(args.epochs)
+    hashes = run_all(args.epochs, tuple(args.ignore))
     if args.save:
         args.save.write_text(json.dumps(hashes, indent=1) + "\n")
         print(f"{len(hashes)} hashes written to {args.save}")

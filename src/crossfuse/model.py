@@ -151,6 +151,11 @@ class MultimodalModel(nn.Module):
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.fuse(self.encode(inputs)))
 
+    @property
+    def fusion_has_penalty(self) -> bool:
+        """Whether the fusion adds a regulariser of its own to the loss (the nuclear norm's)."""
+        return isinstance(self.fusion, FusionModule) and type(self.fusion).penalty is not FusionModule.penalty
+
     def penalty(self) -> torch.Tensor:
         """The fusion's regulariser for the loss (the nuclear norm), or 0 for a fusion without one."""
         if isinstance(self.fusion, FusionModule):

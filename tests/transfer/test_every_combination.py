@@ -8,6 +8,7 @@ from crossfuse.errors import ConfigError
 from crossfuse.fusion import FUSIONS
 from crossfuse.model import build_model
 from crossfuse.train.lifecycle import start_method
+from crossfuse.train.loop import TrainingObjective
 from crossfuse.transfer import DANN, TRANSFERS
 
 SHAPES = {"seq": (6, 3), "vec": (5,)}
@@ -39,9 +40,14 @@ def test_one_training_step(transfer, fusion):
     before = [p.detach().clone() for p in parameters]
     optimizer = torch.optim.Adam(parameters, lr=1e-2)
     to_t = lambda a: {m: torch.from_numpy(x) for m, x in a.items()}  # noqa: E731
-    loss = method.training_loss(model, to_t(source), torch.from_numpy(labels), to_t(target), progress=0.5)
-    loss = loss + model.penalty()
+    objective = TrainingObjective(model, method)
+    loss = objective(to_t(source), torch.from_numpy(labels), to_t(target), progress=0.5)
     assert torch.isfinite(loss)
+    parts = objective.loss_parts
+    if method.uses_target or fusion == "nuclear":
+        assert len(parts) > 1, "a loss of several terms names them"
+    if parts:  # the named terms are the loss, added up
+        assert torch.allclose(torch.stack(list(parts.values())).sum(), loss.detach(), rtol=1e-5, atol=1e-6)
     loss.backward()
     optimizer.step()
     changed = [not torch.equal(b, p) for b, p in zip(before, parameters, strict=True)]

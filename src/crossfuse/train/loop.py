@@ -194,9 +194,20 @@ class TrainingObjective(nn.Module):
         self.model, self.method = model, method
 
     def forward(self, source, labels, target, progress: float) -> torch.Tensor:
-        loss = self.method.training_loss(self.model, source, labels, target, progress) + self.model.penalty()
+        self.method.loss_parts = {}
+        method_loss = self.method.training_loss(self.model, source, labels, target, progress)
+        penalty = self.model.penalty()
+        loss = method_loss + penalty
+        # a method that does not name its terms (a user's own, say) is one term
+        parts = dict(self.method.loss_parts) or {"method": method_loss.detach()}
+        if self.model.fusion_has_penalty:
+            parts["fusion_penalty"] = penalty.detach()
         if self.model.modality_dropout > 0:
-            loss = loss + single_modality_loss(self.model, source, labels)
+            single = single_modality_loss(self.model, source, labels)
+            parts["single_modality"] = single.detach()
+            loss = loss + single
+        # the terms of this loss by name, when it has more than one: the trainer records them
+        self.loss_parts = parts if len(parts) > 1 else {}
         return loss
 
 
@@ -372,8 +383,16 @@ class Trainer:
                 else self.no_target_rows,
                 progress,
             )
-        # one read of the loss a step, before the backward pass: on a GPU every read waits for the device
-        value = loss.item()
+        # one read of the loss (and its terms) a step, before the backward pass: on a GPU every read waits
+        # for the device
+        parts = self.objective.loss_parts
+        if parts:
+            values = torch.stack([loss.detach(), *parts.values()]).tolist()
+            value = values[0]
+            for name, part in zip(parts, values[1:], strict=True):
+                self.state.loss_parts.setdefault(name, []).append(part)
+        else:
+            value = loss.item()
         if not math.isfinite(value):
             raise TrainingDiverged(
                 f"training diverged: the loss became {value} at epoch {self.state.epoch + 1}, step "
@@ -463,6 +482,8 @@ class Trainer:
         metric, measure = ("mae", mean_absolute_error) if self.regression else ("accuracy", accuracy)
         short = "mae" if self.regression else "acc"
         record = {"epoch": epoch, "train_loss": float(np.mean(self.state.losses))}
+        if self.state.loss_parts:
+            record["train_loss_parts"] = {k: float(np.mean(v)) for k, v in self.state.loss_parts.items()}
         record[f"source_val_{metric}"] = measure(evidence.val_probabilities, evidence.val_labels)
         record[self.settings.selection] = score
         if recorded:
@@ -531,7 +552,7 @@ class Trainer:
                     if self.on_step is not None:
                         self.on_step(step + 1, self.total_steps)
                 stop_now = self.end_epoch(epoch)
-                state.epoch, state.step_in_epoch, state.losses = epoch, 0, []
+                state.epoch, state.step_in_epoch, state.losses, state.loss_parts = epoch, 0, [], {}
                 state.seconds = time.perf_counter() - started
                 if stop_now:
                     break

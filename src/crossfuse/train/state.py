@@ -40,6 +40,8 @@ class TrainState:
     epoch: int = 0
     step_in_epoch: int = 0
     losses: list[float] = field(default_factory=list)
+    #: Each named term of this epoch's losses so far (when the loss has several).
+    loss_parts: dict[str, list[float]] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     best: BestEpoch = field(default_factory=BestEpoch)
@@ -55,4 +57,6 @@ class TrainState:
     def from_record(cls, record: dict[str, Any]) -> TrainState:
         best = BestEpoch(record["best_score"], record["best_epoch"], record["stale"])
         plain = {k: record[k] for k in ("epoch", "step_in_epoch", "losses", "history", "seconds")}
-        return cls(**plain, best=best, averaged=record.get("averaged", 0))
+        return cls(
+            **plain, best=best, averaged=record.get("averaged", 0), loss_parts=record.get("loss_parts", {})
+        )

@@ -122,6 +122,8 @@ class TransferMethod(nn.Module):
     #: Whether the method's maths holds for a regression objective (and, if not, why).
     supports_regression = True
     regression_refusal = ""
+    #: The named terms of the latest training loss, detached (see :meth:`note_loss_parts`).
+    loss_parts: Mapping[str, torch.Tensor] = {}
 
     def __init__(self, align: str = "fused", weight: float = 1.0) -> None:
         super().__init__()
@@ -160,6 +162,13 @@ class TransferMethod(nn.Module):
         estimate of the target's class shares); none by default."""
         return {}
 
+    def note_loss_parts(self, **parts: torch.Tensor) -> None:
+        """Keep the terms that the training loss just added up, as they were added (weights applied), so
+        that the trainer can record each one's mean per epoch beside the total (``train_loss_parts`` in the
+        history: whether a domain classifier is still confused, say, or an alignment term has gone to
+        zero). Detached: recording them changes no number of the step."""
+        self.loss_parts = {name: value.detach() for name, value in parts.items()}
+
     def source_weights(self, source: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """Per-sample weights of the source loss, or ``None`` for uniform."""
         return None
@@ -178,10 +187,14 @@ class TransferMethod(nn.Module):
     ) -> torch.Tensor:
         if not self.uses_target:
             logits = model(source)
-            return model.objective.loss(logits, labels, self.source_weights(source))
+            loss = model.objective.loss(logits, labels, self.source_weights(source))
+            self.note_loss_parts(source=loss)
+            return loss
         outputs = run_model(model, source, target)
         loss = model.objective.loss(outputs.source_logits, labels, self.source_weights(source))
-        return loss + self.weight * self.alignment_loss(outputs, progress)
+        alignment = self.weight * self.alignment_loss(outputs, progress)
+        self.note_loss_parts(source=loss, alignment=alignment)
+        return loss + alignment
 
 
 @TRANSFERS.register("source-only")

@@ -52,5 +52,8 @@ class DomainCORAL(SourceDomainsMethod):
             if len(groups) >= 2:
                 penalties.append(pairwise_coral(groups))
         if not penalties:  # a batch drawn from one domain: nothing to compare
+            self.note_loss_parts(source=loss, alignment=torch.zeros_like(loss))
             return loss
-        return loss + self.weight * torch.stack(penalties).mean()
+        alignment = self.weight * torch.stack(penalties).mean()
+        self.note_loss_parts(source=loss, alignment=alignment)
+        return loss + alignment

@@ -102,9 +102,11 @@ class ModalityCorrespondence(DANN):
 
     def training_loss(self, model, source, labels, target, progress: float) -> torch.Tensor:
         outputs = run_model(model, source, target)
-        loss = model.objective.loss(outputs.source_logits, labels)
-        loss = loss + self.weight * self.alignment_loss(outputs, progress)
+        source_loss = model.objective.loss(outputs.source_logits, labels)
+        alignment = self.weight * self.alignment_loss(outputs, progress)
         both = (
             self.correspondence(outputs.source_features) + self.correspondence(outputs.target_features)
         ) / 2
-        return loss + self.correspondence_weight * both
+        correspondence = self.correspondence_weight * both
+        self.note_loss_parts(source=source_loss, alignment=alignment, correspondence=correspondence)
+        return source_loss + alignment + correspondence

@@ -65,4 +65,6 @@ class DomainAdversarialDG(SourceDomainsMethod):
             F.cross_entropy(self.classifiers[space](reverse_gradient(features, coefficient)), domains)
             for space, (features, _) in outputs.aligned_pairs(self.align).items()
         ]
-        return loss + self.weight * torch.stack(losses).mean()
+        alignment = self.weight * torch.stack(losses).mean()
+        self.note_loss_parts(source=loss, alignment=alignment)
+        return loss + alignment

@@ -180,8 +180,9 @@ class ImportanceWeightedDANN(DANN):
         self.row_weights = self.class_weights[labels]
         try:
             loss = model.objective.loss(outputs.source_logits, labels, self.row_weights)
-            loss = loss + self.weight * self.alignment_loss(outputs, progress)
+            alignment = self.weight * self.alignment_loss(outputs, progress)
         finally:  # outside a step, the domain loss is DANN's
             self.row_weights = None
         self.record(outputs.source_logits, labels, outputs.target_logits)
-        return loss
+        self.note_loss_parts(source=loss, alignment=alignment)
+        return loss + alignment

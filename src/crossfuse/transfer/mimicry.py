@@ -77,8 +77,16 @@ class CrossModalMimicry(TransferMethod):
 
     def training_loss(self, model, source, labels, target, progress: float) -> torch.Tensor:
         outputs: StepOutputs = run_model(model, source, target)
-        loss = model.objective.loss(outputs.source_logits, labels)
+        source_loss = model.objective.loss(outputs.source_logits, labels)
+        loss, heads = source_loss, []
         for m, f in outputs.source_features.items():
-            loss = loss + F.cross_entropy(self.heads[m](f), labels)
-        loss = loss + self.source_weight * self.cross_modal(outputs.source_features)
-        return loss + self.target_weight * self.cross_modal(outputs.target_features)
+            heads.append(F.cross_entropy(self.heads[m](f), labels))
+            loss = loss + heads[-1]
+        source_mimicry = self.source_weight * self.cross_modal(outputs.source_features)
+        target_mimicry = self.target_weight * self.cross_modal(outputs.target_features)
+        self.note_loss_parts(
+            source=source_loss,
+            modality_heads=torch.stack(heads).detach().sum(),
+            mimicry=source_mimicry.detach() + target_mimicry.detach(),
+        )
+        return loss + source_mimicry + target_mimicry

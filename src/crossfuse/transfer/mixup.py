@@ -180,7 +180,9 @@ class DomainMixup(TransferMethod):
             self.source_class_shares,
         )
         mixed_loss = -(soft * F.log_softmax(mixed_logits, dim=-1)).sum(-1).mean()
-        return F.cross_entropy(source_logits, labels) + self.weight * ramp * mixed_loss
+        source_loss, mixup_loss = F.cross_entropy(source_logits, labels), self.weight * ramp * mixed_loss
+        self.note_loss_parts(source=source_loss, mixup=mixup_loss)
+        return source_loss + mixup_loss
 
     def regression_loss(self, model, source_out, target_out, mixed_out, labels, lam, ramp) -> torch.Tensor:
         """Regression's mixed target, in the objective's standardised units:
@@ -192,4 +194,6 @@ class DomainMixup(TransferMethod):
             mixed_target = mixed_target + (1 - lam) * target_out[:, 0].detach()
         difference = mixed_out[:, 0] - mixed_target
         mixed_loss = (difference.pow(2) if objective.loss_kind == "mse" else difference.abs()).mean()
-        return objective.loss(source_out, labels) + self.weight * ramp * mixed_loss
+        source_loss, mixup_loss = objective.loss(source_out, labels), self.weight * ramp * mixed_loss
+        self.note_loss_parts(source=source_loss, mixup=mixup_loss)
+        return source_loss + mixup_loss

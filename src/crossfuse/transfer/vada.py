@@ -138,12 +138,20 @@ class VADA(DANN):
 
     def training_loss(self, model, source, labels, target, progress: float) -> torch.Tensor:
         outputs = run_model(model, source, target)
-        loss = model.objective.loss(outputs.source_logits, labels, self.source_weights(source))
-        loss = loss + self.weight * self.alignment_loss(outputs, progress)
-        loss = loss + self.target_weight * conditional_entropy(outputs.target_logits)
+        source_loss = model.objective.loss(outputs.source_logits, labels, self.source_weights(source))
+        alignment = self.weight * self.alignment_loss(outputs, progress)
+        entropy = self.target_weight * conditional_entropy(outputs.target_logits)
         n_source = len(outputs.source_logits)
         kl = self.smoothness(model, {m: torch.cat([source[m], target[m]]) for m in sorted(source)})
-        return loss + self.source_weight * kl[:n_source].mean() + self.target_weight * kl[n_source:].mean()
+        source_smoothness = self.source_weight * kl[:n_source].mean()
+        target_smoothness = self.target_weight * kl[n_source:].mean()
+        self.note_loss_parts(
+            source=source_loss,
+            alignment=alignment,
+            target_entropy=entropy,
+            smoothness=source_smoothness.detach() + target_smoothness.detach(),
+        )
+        return source_loss + alignment + entropy + source_smoothness + target_smoothness
 
     def smoothness(self, model: MultimodalModel, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Each row's :func:`virtual_adversarial_kl` of the model in evaluation mode (no dropout), the
