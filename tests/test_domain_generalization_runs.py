@@ -18,15 +18,15 @@ from tests.test_cli import crossfuse as run_cli
 
 @pytest.fixture
 def domains_folder(tmp_path):
-    """Three labelled domains a, b, c with a growing shift, and a domain t whose rows are NaN: reading
-    them makes the loader refuse the folder."""
+    """Three labelled domains a, b, c with a growing shift, and a domain t whose rows have a NaN in part:
+    reading them makes the loader refuse the folder."""
     rng = np.random.default_rng(0)
     names = np.repeat(["a", "b", "c", "t"], 60)
     labels = rng.integers(0, 3, len(names))
     shift = np.select([names == "b", names == "c"], [1.0, 2.0], 0.0)[:, None]
     vec = rng.normal(size=(len(names), 5)) + 1.5 * np.eye(3)[labels] @ rng.normal(size=(3, 5)) + shift
     seq = rng.normal(size=(len(names), 4, 3)) + labels[:, None, None] * 0.7
-    vec[names == "t"] = np.nan
+    vec[names == "t", 0] = np.nan
     return write_folder(
         tmp_path / "domains",
         {"vec": vec.astype(np.float32), "seq": seq.astype(np.float32)},

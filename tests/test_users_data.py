@@ -399,8 +399,12 @@ def test_a_missing_or_misshaped_modality_is_one_line_naming_it(trained):
         model.predict({"vec": good["vec"]})
     with pytest.raises(CrossfuseError, match=r"modality 'vec' has samples of shape \(5,\)"):
         model.predict({**good, "vec": np.zeros((3, 5))})
-    with pytest.raises(CrossfuseError, match="modality 'vec' contains NaN"):
-        model.predict({**good, "vec": np.full((3, 6), np.nan)})
+    with pytest.raises(CrossfuseError, match=r"modality 'vec' is missing \(every value NaN\) at sample 0"):
+        model.predict({**good, "vec": np.full((3, 6), np.nan)})  # no placeholder: trained on complete rows
+    partly = good["vec"].copy()
+    partly[1, 2] = np.nan
+    with pytest.raises(CrossfuseError, match="modality 'vec' has NaN in part of sample 1"):
+        model.predict({**good, "vec": partly})
     assert len(model.predict(good)) == 3
 
 

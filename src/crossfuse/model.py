@@ -44,6 +44,10 @@ class MultimodalModel(nn.Module):
         encoding is replaced by a learned placeholder vector (initialised at zero), which is also what the
         trained model uses for a modality that is missing at prediction time. With ``P = 0`` (the
         default) there are no placeholders and every modality is required.
+    missing_modalities
+        Modalities that get a placeholder without modality dropout, because some samples lack them: a
+        sample whose every value of modality ``m`` is NaN (:mod:`crossfuse.data.missing`) gets ``m``'s
+        placeholder as its encoding, in training and in prediction (its NaNs never reach the encoder).
 
     A zero encoding is how a modality drops out of each fusion: Tensor Fusion and LMF keep the constant 1
     of ``[1; z_m]``, so with ``z_m = 0`` the product keeps every term without ``m``; late and nuclear-norm
@@ -59,6 +63,7 @@ class MultimodalModel(nn.Module):
         normalizers: Mapping[str, nn.Module] | None = None,
         objective: nn.Module | None = None,
         modality_dropout: float = 0.0,
+        missing_modalities: Sequence[str] = (),
     ) -> None:
         super().__init__()
         names = sorted(encoders)
@@ -72,12 +77,13 @@ class MultimodalModel(nn.Module):
             raise ConfigError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
         self.modality_dropout = float(modality_dropout)
         self.placeholders = nn.ParameterDict()
-        if modality_dropout > 0:
-            if len(names) < 2:
-                raise ConfigError("modality dropout needs at least two modalities")
-            for m in names:
-                size = self._encoding_size(m)
-                self.placeholders[m] = nn.Parameter(torch.zeros(size))
+        unknown = sorted(set(missing_modalities) - set(names))
+        if unknown:
+            raise ConfigError(f"missing_modalities: no modality {unknown[0]!r} ({', '.join(names)})")
+        if modality_dropout > 0 and len(names) < 2:
+            raise ConfigError("modality dropout needs at least two modalities")
+        for m in names if modality_dropout > 0 else sorted(missing_modalities):
+            self.placeholders[m] = nn.Parameter(torch.zeros(self._encoding_size(m)))
 
     def _encoding_size(self, name: str) -> int:
         dims = getattr(self.fusion, "input_dims", None)
@@ -117,7 +123,10 @@ class MultimodalModel(nn.Module):
                 f"modality {missing[0]!r} is missing and the model was trained without modality dropout "
                 "(--modality-dropout), so it needs every modality"
             )
-        features = {m: self.encoders[m](self.normalizers[m](inputs[m])) for m in present}
+        features = {
+            m: self._encode_present(m, inputs[m]) if m in self.placeholders else self._encode(m, inputs[m])
+            for m in present
+        }
         batch = next(iter(features.values())).shape[0]
         for m in missing:
             features[m] = self.placeholders[m].expand(batch, -1)
@@ -128,6 +137,18 @@ class MultimodalModel(nn.Module):
                     keep = ~dropped[:, i : i + 1]
                     features[m] = torch.where(keep, features[m], self.placeholders[m].expand(batch, -1))
         return {m: features[m] for m in self.encoders}
+
+    def _encode(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return self.encoders[name](self.normalizers[name](x))
+
+    def _encode_present(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """The encoding of the samples that have modality ``name`` and the placeholder for those that lack
+        it (every value NaN). The missing samples enter the encoder as zeros, so that no NaN reaches a
+        weight or a gradient; their encodings are then replaced. Selected without reading the mask on the
+        host, so a GPU is not made to wait."""
+        absent = torch.isnan(x.flatten(1)).all(1)
+        encoded = self._encode(name, x.masked_fill(absent.view(-1, *[1] * (x.dim() - 1)), 0.0))
+        return torch.where(absent[:, None], self.placeholders[name].expand_as(encoded), encoded)
 
     def _draw_dropped(self, rows: int) -> torch.Tensor:
         """``(rows, M)`` booleans: each modality of each row dropped with probability ``P``; a row that
@@ -140,10 +161,13 @@ class MultimodalModel(nn.Module):
         return dropped
 
     def fit_normalizers(self, inputs: Mapping[str, Any]) -> None:
-        """Fit each modality's input standardisation on training rows (numpy arrays)."""
+        """Fit each modality's input standardisation on training rows (numpy arrays), leaving out the
+        samples that lack the modality."""
+        from crossfuse.data.missing import present_rows
+
         for m, normalizer in self.normalizers.items():
             if isinstance(normalizer, Standardize):
-                normalizer.fit(inputs[m])
+                normalizer.fit(present_rows(inputs[m]))
 
     def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.fusion(features)
@@ -201,6 +225,7 @@ def build_model(
     objective: str = "classification",
     regression_loss: str = "mse",
     modality_dropout: float = 0.0,
+    missing_modalities: Sequence[str] = (),
 ) -> MultimodalModel:
     """The default model for these modalities, with the user's own ``encoders`` where given.
 
@@ -234,6 +259,8 @@ def build_model(
         ignored), with ``regression_loss`` ``'mse'`` or ``'l1'``.
     modality_dropout
         Probability that a training sample loses a modality (see :class:`MultimodalModel`).
+    missing_modalities
+        Modalities that some samples lack (every value NaN): each gets a learned placeholder.
     """
     from crossfuse.registry import FUSIONS
 
@@ -279,4 +306,6 @@ def build_model(
         if decision_level
         else nn.Sequential(nn.ReLU(), ShardDropout(dropout), nn.Linear(hidden_dim, n_outputs))
     )
-    return MultimodalModel(modules, fusion_module, head, normalizers, target, modality_dropout)
+    return MultimodalModel(
+        modules, fusion_module, head, normalizers, target, modality_dropout, missing_modalities
+    )

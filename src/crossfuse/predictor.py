@@ -46,6 +46,8 @@ def model_card(config, dataset, model) -> dict[str, Any]:
         "objective": dataset.objective,
         "regression_loss": config.regression_loss,
         "modality_dropout": config.modality_dropout,
+        # the modalities with a learned placeholder for the samples that lack them
+        "placeholders": sorted(model.placeholders),
     }
 
 
@@ -53,9 +55,10 @@ class TrainedModel:
     """A trained crossfuse model and what it takes: ``predict`` / ``predict_proba`` on a dict of arrays.
 
     Inputs are ``{modality: array}`` with the samples on the first axis, in any numeric dtype; images may
-    be given channels last when the training folder gave them so. A modality may be left out when the
-    model was trained with modality dropout (its placeholder stands in); otherwise a missing modality, a
-    sample shape that does not match, or a NaN is refused with one line naming the modality.
+    be given channels last when the training folder gave them so. A modality may be left out, or a
+    sample may lack it (every value NaN), when the model has a placeholder for it (trained with modality
+    dropout, or on samples that lacked it); otherwise a missing modality, a sample shape that does not
+    match, or a NaN is refused with one line naming the modality.
     """
 
     def __init__(self, model: nn.Module, card: dict[str, Any], where: str = "model") -> None:
@@ -99,7 +102,7 @@ class TrainedModel:
                     f"{self.where}: modality {m!r} has samples of shape {tuple(array.shape[1:])}, "
                     f"the model takes {shape}"
                 )
-            prepared[m] = check_modality(m, array, self.where)
+            prepared[m] = check_modality(m, array, self.where, missing_allowed=m in optional)
             lengths.add(len(array))
         if len(lengths) > 1:
             raise DataError(
@@ -199,6 +202,7 @@ def load(run: str | Path) -> TrainedModel:
         objective=card.get("objective", "classification"),
         regression_loss=card.get("regression_loss", "mse"),
         modality_dropout=card.get("modality_dropout", 0.0),
+        missing_modalities=card.get("placeholders", []) if not card.get("modality_dropout") else (),
     )
     try:
         model.load_state_dict(load_file(str(weights_path)))

@@ -15,6 +15,7 @@ import torch
 
 from crossfuse.config import RunConfig
 from crossfuse.data.dataset import MultimodalDataset, Task, TaskSplit, split_task
+from crossfuse.data.missing import missing_rows, modalities_with_missing_rows
 from crossfuse.errors import ConfigError, CrossfuseError, DataError
 from crossfuse.evaluation.a_distance import proxy_a_distance
 from crossfuse.evaluation.ablation import modality_ablation
@@ -135,7 +136,26 @@ def build_model(config: RunConfig, dataset: MultimodalDataset) -> MultimodalMode
         objective=dataset.objective,
         regression_loss=config.regression_loss,
         modality_dropout=config.modality_dropout,
+        missing_modalities=modalities_with_missing_rows(dataset.modalities),
     )
+
+
+def check_missing_modalities(
+    dataset: MultimodalDataset, model: MultimodalModel, log: Callable[[str], None]
+) -> None:
+    """Say which modalities some samples lack (every value NaN), and refuse a model without a placeholder
+    for one of them (a user's own, built without ``missing_modalities``)."""
+    for m in modalities_with_missing_rows(dataset.modalities):
+        count = int(missing_rows(dataset.modalities[m]).sum())
+        if m not in model.placeholders:
+            raise ConfigError(
+                f"modality {m!r} is missing (every value NaN) in {count} samples, and the model has no "
+                f"placeholder for it: build it with missing_modalities=[{m!r}, ...]"
+            )
+        log(
+            f"note: {count} of {len(dataset.labels)} samples lack modality {m!r} (every value NaN); a "
+            "learned placeholder stands in for its encoding there"
+        )
 
 
 def build_method(config: RunConfig) -> TransferMethod:
@@ -226,6 +246,7 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
             "note: the labels are float values, so this is a regression (--objective classification: classes)"
         )
     model = model if model is not None else build_model(config, dataset)
+    check_missing_modalities(dataset, model, log)
     source, target = dataset.rows(split.source_train), dataset.rows(split.target_train)
     if model.objective.kind != dataset.objective:
         raise ConfigError(

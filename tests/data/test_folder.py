@@ -58,11 +58,11 @@ def _bad(kind, root):
     if kind == "nan":
         bad = good["x"].copy()
         bad[3, 1] = np.nan
-        return write_folder(root, {"x": bad}, labels, domains), "NaN or inf"
+        return write_folder(root, {"x": bad}, labels, domains), "has NaN in part of sample 3"
     if kind == "inf":
         bad = good["x"].copy()
         bad[0, 0] = np.inf
-        return write_folder(root, {"x": bad}, labels, domains), "NaN or inf"
+        return write_folder(root, {"x": bad}, labels, domains), "contains inf (first at sample 0)"
     if kind == "huge":
         bad = good["x"].astype(np.float64)
         bad[2, 0] = 1e300

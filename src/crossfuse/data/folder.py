@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from crossfuse.data.dataset import SPLIT_VALUES, MultimodalDataset
+from crossfuse.data.missing import missing_rows
 from crossfuse.errors import DataError
 
 MODALITY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -79,9 +80,13 @@ def to_channels_first(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(array, -1, 1))
 
 
-def check_modality(name: str, array: np.ndarray, where: str, n: int | None = None) -> np.ndarray:
+def check_modality(
+    name: str, array: np.ndarray, where: str, n: int | None = None, missing_allowed: bool = True
+) -> np.ndarray:
     """Validate one modality array and return it as float32 (raising :class:`DataError` naming ``where``);
-    a one-dimensional ``(N,)`` array is one feature a sample, ``(N, 1)``."""
+    a one-dimensional ``(N,)`` array is one feature a sample, ``(N, 1)``. A sample whose every value is
+    NaN lacks the modality (:mod:`crossfuse.data.missing`) and stays NaN, unless not ``missing_allowed``;
+    a NaN in part of a sample, or an infinity, is refused."""
     if array.dtype.kind not in "iufb":
         raise DataError(f"{where}: modality {name!r} must be numeric, found dtype {array.dtype}")
     if array.ndim == 1:
@@ -95,13 +100,28 @@ def check_modality(name: str, array: np.ndarray, where: str, n: int | None = Non
     if len(array) == 0 or 0 in array.shape[1:]:
         raise DataError(f"{where}: modality {name!r} is empty (shape {array.shape})")
     rows = len(array)
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        bad = int(np.flatnonzero(~np.isfinite(array.reshape(rows, -1)).all(1))[0])
-        raise DataError(f"{where}: modality {name!r} contains NaN or inf (first at sample {bad})")
+    missing = missing_rows(array)
+    some_missing = bool(missing.any())
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array[~missing] if some_missing else array)):
+        flat = array.reshape(rows, -1)
+        if np.isinf(flat).any():
+            bad = int(np.flatnonzero(np.isinf(flat).any(1))[0])
+            raise DataError(f"{where}: modality {name!r} contains inf (first at sample {bad})")
+        bad = int(np.flatnonzero(np.isnan(flat).any(1) & ~missing)[0])
+        raise DataError(
+            f"{where}: modality {name!r} has NaN in part of sample {bad} (a sample that lacks the modality "
+            "has every value NaN; fill in the others)"
+        )
+    if some_missing and not missing_allowed:
+        raise DataError(
+            f"{where}: modality {name!r} is missing (every value NaN) at sample "
+            f"{int(np.flatnonzero(missing)[0])}, and the model has no placeholder for it (it was trained on "
+            "samples that all had it, without --modality-dropout)"
+        )
     with np.errstate(over="ignore"):
         single = array.astype(np.float32)
-    if not np.all(np.isfinite(single)):
-        bad = int(np.flatnonzero(~np.isfinite(single.reshape(rows, -1)).all(1))[0])
+    if not np.all(np.isfinite(single[~missing] if some_missing else single)):
+        bad = int(np.flatnonzero(~np.isfinite(single.reshape(rows, -1)).all(1) & ~missing)[0])
         raise DataError(
             f"{where}: modality {name!r} has values beyond the float32 range (first at sample {bad}); "
             "rescale it"
@@ -137,6 +157,13 @@ def read_modalities(
             array, layouts[name] = to_channels_first(array), "channels_last"
         modalities[name] = array
     lengths = {len(a) for a in modalities.values()}
+    if len(lengths) == 1:
+        empty = np.logical_and.reduce([missing_rows(a) for a in modalities.values()])
+        if empty.any():
+            raise DataError(
+                f"{modality_dir}: sample {int(np.flatnonzero(empty)[0])} lacks every modality (all NaN); "
+                f"{int(empty.sum())} such sample(s): drop them"
+            )
     if len(lengths) > 1:
         sizes = ", ".join(f"{m}: {len(a)}" for m, a in modalities.items())
         raise DataError(f"{modality_dir}: modalities have different numbers of samples ({sizes})")

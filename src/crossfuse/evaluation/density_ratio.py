@@ -50,6 +50,11 @@ class DensityRatio:
         columns = []
         for m in sorted(inputs):
             flat = inputs[m].reshape(len(inputs[m]), -1).astype(np.float64)
+            missing = np.isnan(flat).all(1)
+            if fit:
+                self.means[m] = flat[~missing].mean(0)
+            if missing.any():  # a sample that lacks the modality (all NaN) stands at the training mean
+                flat[missing] = self.means[m]
             if fit:
                 k = min(self.components, flat.shape[1], flat.shape[0] - 1)
                 self.reducers[m] = make_pipeline(StandardScaler(), PCA(k, random_state=self.seed)).fit(flat)
@@ -58,6 +63,7 @@ class DensityRatio:
 
     def fit(self, source: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray]) -> DensityRatio:
         self.reducers: dict = {}
+        self.means: dict = {}
         joined = {m: np.concatenate([source[m], target[m]]) for m in source}
         design = self._design(joined, fit=True)
         n_source = len(next(iter(source.values())))

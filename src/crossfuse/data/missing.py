@@ -1,0 +1,30 @@
+"""Samples that lack a modality: a sample whose every value of that modality is NaN.
+
+Real multimodal data often has holes (a patient without a scan, a clip without sound). Such a sample keeps
+its other modalities; the model puts a learned placeholder in place of the missing one's encoding
+(:class:`~crossfuse.model.MultimodalModel`), as modality dropout does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+
+def missing_rows(array: np.ndarray) -> np.ndarray:
+    """``(N,)``: whether each sample of ``array`` (samples on the first axis) is missing, every value NaN."""
+    if array.dtype.kind != "f" or len(array) == 0:
+        return np.zeros(len(array), dtype=bool)
+    return np.isnan(array.reshape(len(array), -1)).all(1)
+
+
+def present_rows(array: np.ndarray) -> np.ndarray:
+    """The samples of ``array`` that are not missing."""
+    missing = missing_rows(array)
+    return array[~missing] if missing.any() else array
+
+
+def modalities_with_missing_rows(modalities: Mapping[str, np.ndarray]) -> list[str]:
+    """The names, sorted, of the modalities that some sample lacks."""
+    return sorted(m for m, array in modalities.items() if missing_rows(array).any())
