@@ -167,3 +167,11 @@ def test_float_labels_are_regression_targets_unless_classes_are_asked_for(tmp_pa
         tmp_path / "f", {"x": rng.normal(size=(8, 2))}, np.arange(8.0) % 3, np.array(["s"] * 8)
     )
     assert load_folder(few).objective == "classification"
+
+
+def test_a_domain_the_folder_does_not_have_is_named_not_read_as_empty(toy_folder):
+    """``--source 1 --target 2`` on domains ``a`` / ``b`` read no row, and the refusal used to name an
+    empty modality instead of the domains."""
+    with pytest.raises(DataError, match=r"domains.npy: no domain '1', '2' in this folder \(domains: a, b\)"):
+        load_folder(toy_folder, domains=["1", "2"])
+    assert set(load_folder(toy_folder, domains=["a"]).domains) == {"a"}

@@ -275,6 +275,10 @@ def load_folder(
     rows, unread = None, ()
     if domains is not None:
         rows = np.flatnonzero(np.isin(names, list(domains)))
+        if len(rows) == 0:  # every modality would read empty; a task names a lone unknown domain itself
+            known = ", ".join(sorted(set(names.tolist())))
+            asked = ", ".join(repr(d) for d in dict.fromkeys(domains))
+            raise DataError(f"{domains_path}: no domain {asked} in this folder (domains: {known})")
         unread = tuple(sorted(set(names.tolist()) - set(domains)))
     modalities, layouts = read_modalities(root, n, rows)
     split = None
