@@ -34,7 +34,10 @@ CASES = (
     # IWDAN's class-share estimate, updated every second step so that six steps use it
     + [("late", "iwdan", {"update_every": 2})]
     # domain generalisation: two source domains (alternate rows), no target
-    + [("late", name, {}) for name in ("erm", "coral-dg", "dann-dg", "mixup-dg", "swa", "modality-dropout")]
+    + [
+        ("late", name, {})
+        for name in ("erm", "coral-dg", "dann-dg", "mixup-dg", "vrex", "group-dro", "swa", "modality-dropout")
+    ]
 )
 
 

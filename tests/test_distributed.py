@@ -104,7 +104,7 @@ def test_two_processes_train_what_one_trains_with_dropout_for_every_method(tmp_p
         )
         assert done.returncode == 0, done.stderr[-3000:]
     cases = sorted(p.name for p in (tmp_path / "1").iterdir())
-    assert len(cases) == 23
+    assert len(cases) == 25
     for case in cases:
         one = load_file(str(tmp_path / "1" / case))
         two = load_file(str(tmp_path / "2" / case))

@@ -46,6 +46,10 @@ class Classification(nn.Module):
             return F.cross_entropy(outputs, targets)
         return weighted_mean(F.cross_entropy(outputs, targets, reduction="none"), weights)
 
+    def row_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``(batch,)`` each row's cross-entropy."""
+        return F.cross_entropy(outputs, targets, reduction="none")
+
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(batch, n_classes)``."""
         return torch.softmax(outputs, dim=-1)
@@ -86,9 +90,12 @@ class Regression(nn.Module):
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None):
         """``sum_i w_i d(z_i, (y_i - mean) / std) / sum_i w_i``, ``d`` squared or absolute difference."""
+        return weighted_mean(self.row_losses(outputs, targets), weights)
+
+    def row_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``(batch,)`` each row's squared or absolute difference, in standardised units."""
         difference = outputs[:, 0] - self.standardise(targets.to(outputs.dtype))
-        losses = difference.pow(2) if self.loss_kind == "mse" else difference.abs()
-        return weighted_mean(losses, weights)
+        return difference.pow(2) if self.loss_kind == "mse" else difference.abs()
 
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         """Predicted values ``(batch, 1)`` in the targets' units."""

@@ -164,6 +164,8 @@ TRANSFERS = Registry(
         "coral-dg",
         "dann-dg",
         "mixup-dg",
+        "vrex",
+        "group-dro",
         "swa",
         "modality-dropout",
     ),  # fmt: skip

@@ -16,8 +16,10 @@ from crossfuse.transfer import TRANSFERS
 from crossfuse.transfer.base import StepOutputs
 from crossfuse.transfer.coral_domains import DomainCORAL, pairwise_coral
 from crossfuse.transfer.dann_domains import DomainAdversarialDG
+from crossfuse.transfer.group_dro import GroupDRO
 from crossfuse.transfer.m3sda import MomentMatching, moment_distance
 from crossfuse.transfer.mixup_domains import InterDomainMixup, other_domain_partners
+from crossfuse.transfer.vrex import VarianceRiskExtrapolation
 
 SHAPES = {"seq": (5, 3), "vec": (4,)}
 
@@ -121,6 +123,61 @@ def test_inter_domain_mixup_pairs_rows_of_other_domains_and_mixes_labels_by_hand
         lam * log_p[torch.arange(8), labels] + (1 - lam) * log_p[torch.arange(8), labels[partners]]
     ).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def started_dg(method, n_domains: int = 3):
+    torch.manual_seed(0)
+    model = build_model(SHAPES, n_classes=3, fusion="late", hidden_dim=6, dropout=0.0)
+    source = arrays(9, 4)
+    empty = {m: x[:0] for m, x in source.items()}
+    start_method(method, model, source, empty, seed=0, n_source_domains=n_domains)
+    return model.eval(), tensors(source)
+
+
+def per_row_cross_entropy(model, source, labels) -> np.ndarray:
+    with torch.no_grad():
+        log_p = torch.log_softmax(model(source), 1).double().numpy()
+    return -log_p[np.arange(len(labels)), labels.numpy()]
+
+
+@pytest.mark.parametrize(("progress", "beta"), [(0.05, 1.0), (0.5, 10.0)])
+def test_vrex_is_the_mean_domain_risk_plus_beta_times_their_variance_by_hand(progress, beta):
+    method = VarianceRiskExtrapolation(penalty=10.0)
+    model, source = started_dg(method)
+    labels = torch.tensor([0, 1, 2, 2, 1, 0, 0, 2, 1])
+    method.batch_source_domains = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    loss = method.training_loss(model, source, labels, {}, progress=progress)
+    rows = per_row_cross_entropy(model, source, labels)
+    risks = np.array([rows[:3].mean(), rows[3:5].mean(), rows[5:].mean()])
+    expected = risks.mean() + beta * ((risks - risks.mean()) ** 2).mean()
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert set(method.loss_parts) == {"source", "alignment"}
+
+
+def test_group_dro_moves_weight_to_the_worse_domain_by_exponentiated_gradient_by_hand():
+    method = GroupDRO(eta=0.5)
+    model, source = started_dg(method)
+    labels = torch.tensor([0, 1, 2, 2, 1, 0, 0, 2, 1])
+    method.batch_source_domains = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    rows = per_row_cross_entropy(model, source, labels)
+    risks = np.array([rows[:3].mean(), rows[3:5].mean(), rows[5:].mean()])
+    q = np.full(3, 1 / 3)
+    for _ in range(2):  # two steps on the same batch: the weights compound
+        q = q * np.exp(0.5 * risks)
+        q /= q.sum()
+        loss = method.training_loss(model, source, labels, {}, progress=0.5)
+        assert loss.item() == pytest.approx(float(q @ risks), rel=1e-5)
+        assert method.domain_weights.numpy() == pytest.approx(q, rel=1e-5)
+    assert np.argmax(q) == np.argmax(risks)
+    # a domain absent from the batch is not stepped; the loss renormalises q over the present ones
+    method.batch_source_domains = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    present_risks = np.array([rows[:4].mean(), rows[4:].mean()])
+    stepped = q.copy()
+    stepped[:2] *= np.exp(0.5 * present_risks)
+    stepped /= stepped.sum()
+    loss = method.training_loss(model, source, labels, {}, progress=0.5)
+    assert loss.item() == pytest.approx(float(stepped[:2] / stepped[:2].sum() @ present_risks), rel=1e-5)
+    assert method.domain_weights.numpy() == pytest.approx(stepped, rel=1e-5)
 
 
 def test_moment_distance_by_hand_and_m3sda_uses_each_source_domain():
