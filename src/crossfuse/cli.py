@@ -159,6 +159,13 @@ def run(
     regression_loss: Annotated[
         str, typer.Option(help="mse or l1, for regression." + _default("regression_loss"))
     ] = None,
+    class_weight: Annotated[
+        str,
+        typer.Option(
+            help="none; balanced: each class of the source weighs n / (K n_c) in the classification loss, "
+            "as scikit-learn's class_weight='balanced'." + _default("class_weight")
+        ),
+    ] = None,
     fusion_option: Annotated[
         list[str], typer.Option(help="KEY=VALUE for the fusion module, e.g. rank=8; repeatable.")
     ] = None,
@@ -206,6 +213,7 @@ def run(
         ema_decay=ema_decay,
         objective=objective,
         regression_loss=regression_loss,
+        class_weight=class_weight,
         selection=selection,
         target_shots=target_shots,
         device=device,

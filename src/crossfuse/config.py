@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +41,7 @@ class RunConfig(BaseModel):
     normalization: str = "auto"
     objective: str = "auto"
     regression_loss: str = "mse"
+    class_weight: Literal["none", "balanced"] = "none"
     selection: str = "source-val"
     record_selection: bool = False
     fusion_options: dict[str, Any] = Field(default_factory=dict)

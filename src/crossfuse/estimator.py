@@ -60,6 +60,9 @@ class MultimodalEstimator(BaseEstimator):
         holds another run is refused, as by ``crossfuse run``.
     verbose
         Print the run's epoch lines.
+    class_weight
+        ``None`` or ``'balanced'`` (each source class weighs ``n / (K n_c)`` in the loss, as scikit-learn's
+        ``class_weight='balanced'``; ``crossfuse run --class-weight``).
 
     Attributes
     ----------
@@ -90,6 +93,7 @@ class MultimodalEstimator(BaseEstimator):
         device: str = "auto",
         out: str | Path | None = None,
         verbose: bool = False,
+        class_weight: str | None = None,
     ) -> None:
         self.fusion, self.transfer, self.selection = fusion, transfer, selection
         self.modalities = modalities
@@ -97,6 +101,7 @@ class MultimodalEstimator(BaseEstimator):
         self.hidden_dim, self.dropout, self.objective = hidden_dim, dropout, objective
         self.fusion_options, self.transfer_options = fusion_options, transfer_options
         self.seed, self.device, self.out, self.verbose = seed, device, out, verbose
+        self.class_weight = class_weight
 
     def split_modalities(self, X: Any) -> dict[str, np.ndarray]:
         """``X`` as ``{modality: array}`` (see the class docstring)."""
@@ -140,6 +145,7 @@ class MultimodalEstimator(BaseEstimator):
             "lr": self.lr,
             "hidden_dim": self.hidden_dim,
             "dropout": self.dropout,
+            "class_weight": self.class_weight,
         }
         return values | {k: v for k, v in optional.items() if v is not None}
 

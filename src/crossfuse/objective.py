@@ -33,15 +33,40 @@ def weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None) -> torch.T
 
 
 class Classification(nn.Module):
-    """Class logits, cross-entropy loss, softmax probabilities."""
+    """Class logits, cross-entropy loss, softmax probabilities; optionally class-balanced
+    (:meth:`balance`)."""
 
     kind = "classification"
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: ``(C,)`` weight of each class in :meth:`loss`, or ``None`` (every row weighs 1). Not part of
+        #: the model's weights: a run sets it from its source labels, and prediction does not use it.
+        self.class_weights: torch.Tensor | None = None
 
     def output_dim(self, n_classes: int) -> int:
         return n_classes
 
+    def balance(self, labels: np.ndarray, n_classes: int) -> Classification:
+        """Weigh class ``c`` by ``n / (K n_c)`` (scikit-learn's ``class_weight='balanced'``; ``n_c`` its
+        rows among ``labels``, ``K`` the classes present, weight 1 for a class absent), so that every
+        class counts as much in the loss whatever its share of the source: a model trained for equal
+        class shares rather than the source's."""
+        counts = np.bincount(np.asarray(labels)[np.asarray(labels) >= 0], minlength=n_classes)
+        present = counts > 0
+        weights = np.ones(n_classes)
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+        self.class_weights = torch.tensor(weights, dtype=torch.float32)
+        return self
+
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None):
-        """``sum_i w_i CE(outputs_i, y_i) / sum_i w_i``."""
+        """``sum_i w_i a_{y_i} CE(outputs_i, y_i) / sum_i w_i a_{y_i}``, ``a`` the class weights
+        (:meth:`balance`; 1 by default)."""
+        if self.class_weights is not None:
+            if self.class_weights.device != outputs.device:  # moved once, beside the logits
+                self.class_weights = self.class_weights.to(outputs.device)
+            by_class = self.class_weights[targets]
+            weights = by_class if weights is None else weights * by_class
         if weights is None:
             return F.cross_entropy(outputs, targets)
         return weighted_mean(F.cross_entropy(outputs, targets, reduction="none"), weights)

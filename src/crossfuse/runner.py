@@ -255,7 +255,16 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
     if dataset.objective == "regression":
         if not method.supports_regression:
             raise ConfigError(f"--transfer {config.transfer}: {method.regression_refusal}")
+        if config.class_weight != "none":
+            raise ConfigError(f"class_weight {config.class_weight!r}: a regression has no classes to weigh")
         model.objective.fit(labels[split.source_train])
+    elif config.class_weight == "balanced":
+        if method.weighs_classes:
+            raise ConfigError(
+                f"class_weight 'balanced': --transfer {config.transfer} weighs the source's classes itself "
+                "(by their estimated target shares); leave class_weight at none"
+            )
+        model.objective.balance(labels[split.source_train], dataset.n_classes)
     start_method(
         method,
         model,

@@ -105,6 +105,7 @@ class ImportanceWeightedDANN(DANN):
     """
 
     supports_regression = False
+    weighs_classes = True
     regression_refusal = "IWDAN estimates the target's class shares from probabilities; a regression has none"
 
     def __init__(

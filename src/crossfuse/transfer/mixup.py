@@ -180,7 +180,8 @@ class DomainMixup(TransferMethod):
             self.source_class_shares,
         )
         mixed_loss = -(soft * F.log_softmax(mixed_logits, dim=-1)).sum(-1).mean()
-        source_loss, mixup_loss = F.cross_entropy(source_logits, labels), self.weight * ramp * mixed_loss
+        source_loss = model.objective.loss(source_logits, labels)
+        mixup_loss = self.weight * ramp * mixed_loss
         self.note_loss_parts(source=source_loss, mixup=mixup_loss)
         return source_loss + mixup_loss
 
