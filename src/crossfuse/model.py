@@ -113,9 +113,10 @@ class MultimodalModel(nn.Module):
         return int(out.shape[1])
 
     def encode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-modality features ``{m: (batch, d_m)}``; a modality missing from ``inputs`` gets its
-        placeholder (models trained with modality dropout), and in training each sample loses each
-        modality with probability ``modality_dropout``."""
+        """Per-modality features ``{m: (batch, d_m)}``; a modality missing from ``inputs``, or a sample
+        whose values of it are all NaN, gets its placeholder (models with one for it: trained with modality
+        dropout or ``missing_modalities``), and in training each sample loses each modality with
+        probability ``modality_dropout``."""
         present = [m for m in self.encoders if m in inputs]
         missing = [m for m in self.encoders if m not in inputs]
         if missing and (not present or any(m not in self.placeholders for m in missing)):
