@@ -57,8 +57,11 @@ def test_class_weights_are_refused_where_they_mean_nothing(tmp_path):
         load_config(None, {"class_weight": "inverse"})
     folder = lopsided_folder(tmp_path)
     options = {"data": str(folder), "source": ["a"], "target": ["b"], "class_weight": "balanced"}
-    with pytest.raises(ConfigError, match="iwdan weighs the source's classes itself"):
+    with pytest.raises(ConfigError, match="iwdan: it weighs the source's classes itself"):
         run(load_config(None, {**options, "transfer": "iwdan"}), None, log=lambda _: None)
+    dg = {**options, "source": ["a", "b"], "target": None, "transfer": "vrex"}
+    with pytest.raises(ConfigError, match="vrex: its per-domain risks are plain means"):
+        run(load_config(None, dg), None, log=lambda _: None)
     regression = lopsided_folder(tmp_path / "r", regression=True)
     with pytest.raises(ConfigError, match="a regression has no classes"):
         run(load_config(None, {**options, "data": str(regression)}), None, log=lambda _: None)

@@ -259,10 +259,10 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
             raise ConfigError(f"class_weight {config.class_weight!r}: a regression has no classes to weigh")
         model.objective.fit(labels[split.source_train])
     elif config.class_weight == "balanced":
-        if method.weighs_classes:
+        if method.class_weight_refusal:
             raise ConfigError(
-                f"class_weight 'balanced': --transfer {config.transfer} weighs the source's classes itself "
-                "(by their estimated target shares); leave class_weight at none"
+                f"class_weight 'balanced': --transfer {config.transfer}: {method.class_weight_refusal}; "
+                "leave class_weight at none"
             )
         model.objective.balance(labels[split.source_train], dataset.n_classes)
     start_method(

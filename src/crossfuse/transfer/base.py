@@ -119,8 +119,8 @@ class TransferMethod(nn.Module):
     batch_source_rows: torch.Tensor | None = None
     #: ``(C,)`` share of each class among the source training rows (a classifier's; set at the start).
     source_class_shares: torch.Tensor | None = None
-    #: Whether the method weighs the source's classes itself (then ``--class-weight`` is refused).
-    weighs_classes = False
+    #: Why the method cannot take ``--class-weight balanced`` (empty: it can).
+    class_weight_refusal = ""
     #: Whether the method's maths holds for a regression objective (and, if not, why).
     supports_regression = True
     regression_refusal = ""

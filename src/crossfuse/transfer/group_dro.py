@@ -31,6 +31,8 @@ class GroupDRO(SourceDomainsMethod):
         Step size of ``q`` (DomainBed's default, 0.01).
     """
 
+    class_weight_refusal = "its per-domain risks are plain means of the rows' losses"
+
     def __init__(self, eta: float = 0.01) -> None:
         super().__init__()
         if eta < 0:

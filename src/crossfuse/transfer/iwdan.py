@@ -105,7 +105,7 @@ class ImportanceWeightedDANN(DANN):
     """
 
     supports_regression = False
-    weighs_classes = True
+    class_weight_refusal = "it weighs the source's classes itself, by their estimated target shares"
     regression_refusal = "IWDAN estimates the target's class shares from probabilities; a regression has none"
 
     def __init__(

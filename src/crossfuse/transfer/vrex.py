@@ -33,6 +33,8 @@ class VarianceRiskExtrapolation(SourceDomainsMethod):
         ``beta`` after the first tenth (DomainBed's default, 10).
     """
 
+    class_weight_refusal = "its per-domain risks are plain means of the rows' losses"
+
     #: Share of the schedule during which ``beta = 1``.
     ANNEAL = 0.1
 
