@@ -219,3 +219,20 @@ def test_every_method_resumed_from_its_checkpoint_trains_what_an_uninterrupted_r
     assert steps[0] == per_epoch + 1 and len(steps) == 2 * per_epoch  # it went on from the second epoch
     assert json.dumps(resumed.history, default=str) == json.dumps(straight.history, default=str)
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_run_folder_from_before_a_new_setting_still_counts_as_the_same_run(toy_folder, tmp_path):
+    """A setting added later (``class_weight``) is absent from an older ``config.yaml``: read as its
+    default, the finished run is returned, not refused; a non-default value is still refused."""
+    import yaml
+
+    out = tmp_path / "run"
+    config = load_config(None, options(toy_folder, epochs=2))
+    first = run_experiment(config, out, log=str)
+    older = yaml.safe_load((out / "config.yaml").read_text())
+    del older["class_weight"]
+    (out / "config.yaml").write_text(yaml.safe_dump(older, sort_keys=True))
+    assert run_experiment(config, out, log=str) == first
+    balanced = config.model_copy(update={"class_weight": "balanced"})
+    with pytest.raises(ConfigError, match="class_weight differ"):
+        run_experiment(balanced, out, log=str)

@@ -22,15 +22,17 @@ def atomic_text(path: Path, text: str) -> None:
 
 def claim_run_folder(out: Path, config: RunConfig, rank: int) -> dict | None:
     """Prepare ``out`` for ``config``: the finished metrics if this exact run already finished there, else
-    ``None``. A folder holding a different run's settings is refused, so nothing finished is overwritten."""
-    settings = yaml.safe_dump(config.model_dump(), sort_keys=True)
+    ``None``. A folder holding a different run's settings is refused, so nothing finished is overwritten.
+    A setting that an older crossfuse did not have, and so did not write, counts as its default there: an
+    upgrade does not orphan the run folders (and bench folders) made before it."""
+    current = config.model_dump()
+    settings = yaml.safe_dump(current, sort_keys=True)
     saved = out / "config.yaml"
     if saved.exists():
-        if saved.read_text() != settings:
-            old = yaml.safe_load(saved.read_text()) or {}
-            changed = sorted(
-                k for k in set(old) | set(config.model_dump()) if old.get(k) != config.model_dump().get(k)
-            )
+        old = yaml.safe_load(saved.read_text()) or {}
+        defaults = type(config)().model_dump()
+        changed = sorted(k for k in set(old) | set(current) if old.get(k, defaults.get(k)) != current.get(k))
+        if changed:
             raise ConfigError(
                 f"{out}: holds a run with other settings ({', '.join(changed)} differ); choose another --out"
             )
