@@ -69,7 +69,7 @@ class Classification(nn.Module):
             weights = by_class if weights is None else weights * by_class
         if weights is None:
             return F.cross_entropy(outputs, targets)
-        return weighted_mean(F.cross_entropy(outputs, targets, reduction="none"), weights)
+        return weighted_mean(self.row_losses(outputs, targets), weights)
 
     def row_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """``(batch,)`` each row's cross-entropy."""

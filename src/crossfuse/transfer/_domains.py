@@ -21,6 +21,16 @@ def domain_groups(features: torch.Tensor, domains: torch.Tensor, n_domains: int,
     return [g for g in groups if g.shape[0] >= min_rows]
 
 
+def domain_risks(
+    row_losses: torch.Tensor, domains: torch.Tensor, n_domains: int
+) -> tuple[list[int], torch.Tensor]:
+    """The source domains with a row in the global batch, in order, and ``(K,)`` the mean loss of each
+    one's rows (under torchrun every process gathers the whole batch first; one read on the host)."""
+    row_losses, domains = gather_shards(row_losses), gather_shards(domains)
+    present = torch.bincount(domains, minlength=n_domains).nonzero().flatten().tolist()
+    return present, torch.stack([row_losses[domains == k].mean() for k in present])
+
+
 class SourceDomainsMethod(TransferMethod):
     """A domain-generalisation method: it trains on the labelled source domains alone, knowing which
     domain each row comes from, and never sees a target row before evaluation.

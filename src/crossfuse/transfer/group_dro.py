@@ -4,9 +4,8 @@ import torch
 
 from crossfuse.errors import ConfigError
 from crossfuse.model import MultimodalModel
-from crossfuse.parallel import gather_shards
 from crossfuse.registry import TRANSFERS
-from crossfuse.transfer._domains import SourceDomainsMethod
+from crossfuse.transfer._domains import SourceDomainsMethod, domain_risks
 
 
 @TRANSFERS.register("group-dro")
@@ -45,15 +44,11 @@ class GroupDRO(SourceDomainsMethod):
         self.domain_weights = torch.full((self.n_source_domains,), 1.0 / self.n_source_domains)
 
     def training_loss(self, model: MultimodalModel, source, labels, target, progress: float) -> torch.Tensor:
-        row_losses = gather_shards(model.objective.row_losses(model(source), labels))
-        domains = gather_shards(self.source_domains(labels.shape[0], labels.device))
-        # one read on the host a step: which domains the global batch holds
-        present = torch.bincount(domains, minlength=self.n_source_domains).nonzero().flatten().tolist()
-        risks = torch.stack([row_losses[domains == k].mean() for k in present])
-        with torch.no_grad():
-            weights = self.domain_weights.to(risks.device)
-            weights[present] = weights[present] * torch.exp(self.eta * risks.detach())
-            self.domain_weights = (weights / weights.sum()).to(self.domain_weights.device)
-            q = self.domain_weights.to(risks.device)[present]
-            q = q / q.sum()
+        row_losses = model.objective.row_losses(model(source), labels)
+        domains = self.source_domains(labels.shape[0], labels.device)
+        present, risks = domain_risks(row_losses, domains, self.n_source_domains)
+        with torch.no_grad():  # the buffer lives beside the model (the method is moved with it)
+            self.domain_weights[present] *= torch.exp(self.eta * risks.detach())
+            self.domain_weights /= self.domain_weights.sum()
+            q = self.domain_weights[present] / self.domain_weights[present].sum()
         return (q * risks).sum()

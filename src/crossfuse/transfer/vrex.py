@@ -5,13 +5,7 @@ import torch
 from crossfuse.errors import ConfigError
 from crossfuse.model import MultimodalModel
 from crossfuse.registry import TRANSFERS
-from crossfuse.transfer._domains import SourceDomainsMethod, domain_groups
-
-
-def domain_risks(row_losses: torch.Tensor, domains: torch.Tensor, n_domains: int) -> torch.Tensor:
-    """``(K,)`` the mean loss of each source domain with a row in the global batch (under torchrun every
-    process gathers the whole batch first), in domain order."""
-    return torch.stack([g.mean() for g in domain_groups(row_losses, domains, n_domains, min_rows=1)])
+from crossfuse.transfer._domains import SourceDomainsMethod, domain_risks
 
 
 @TRANSFERS.register("vrex")
@@ -47,7 +41,7 @@ class VarianceRiskExtrapolation(SourceDomainsMethod):
     def training_loss(self, model: MultimodalModel, source, labels, target, progress: float) -> torch.Tensor:
         row_losses = model.objective.row_losses(model(source), labels)
         domains = self.source_domains(labels.shape[0], labels.device)
-        risks = domain_risks(row_losses, domains, self.n_source_domains)
+        _, risks = domain_risks(row_losses, domains, self.n_source_domains)
         beta = 1.0 if progress < self.ANNEAL else self.penalty
         mean_risk, variance = risks.mean(), (risks - risks.mean()).pow(2).mean()
         weighted = beta * variance
