@@ -142,8 +142,8 @@ def test_several_outputs_through_scikit_learns_multi_output_wrapper():
 def test_a_refused_input_is_named_as_the_caller_gave_it_not_as_a_scratch_file():
     x, labels, domain = shifted(40)
     broken = {m: a.copy() for m, a in x.items()}
-    broken["vector"][3, 1] = np.nan
-    with pytest.raises(DataError, match=r"^X: modality 'vector' has NaN in part of sample 3 \(.*\)$"):
+    broken["vector"][3, 1] = np.inf
+    with pytest.raises(DataError, match=r"^X: modality 'vector' contains inf \(first at sample 3\)$"):
         crossfuse.MultimodalClassifier(epochs=1).fit(broken, labels, sample_domain=domain)
     with pytest.raises(DataError, match=r"^y: labels must be class values .*use MultimodalRegressor\)$"):
         crossfuse.MultimodalClassifier(epochs=1).fit(x, np.linspace(0.5, 3.5, 40), sample_domain=domain)

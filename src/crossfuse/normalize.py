@@ -25,6 +25,13 @@
 - ``'none'``: the identity.
 
 ``benchmarks/normalization.py`` measures the choice on several data sets.
+
+A missing value (a NaN in part of a sample) is left out of the statistics and filled in with its
+feature's training mean, so that it enters the encoder as 0 (mean imputation, what scikit-learn's
+``SimpleImputer`` does by default, here inside the model so that ``predict`` and an exported model fill
+in the same way). ``'none'`` keeps no mean, and the runner refuses missing values with it.
+``benchmarks/missing_values.py`` measures the filling against a logistic regression with
+``SimpleImputer``.
 """
 
 from __future__ import annotations
@@ -48,11 +55,39 @@ def resolve_normalization(mode: str, x: np.ndarray) -> str:
         return mode
     if x.ndim != 2 or x.size == 0:
         return "feature"
+    if np.isnan(x).any():  # the rule reads the values that are there
+        x = x[~np.isnan(x)]
+        if x.size == 0:
+            return "feature"
     non_negative = bool(x.min() >= 0)
     integers = bool(np.all(x == np.round(x)))
     unit_interval = bool(x.max() <= 1)
     sparse = np.count_nonzero(x) < SPARSE_SHARE * x.size
     return "global" if non_negative and (integers or unit_interval) and not sparse else "feature"
+
+
+Moments = tuple[np.ndarray, np.ndarray, np.ndarray, float]
+
+
+def plain_moments(data: np.ndarray, axes: tuple[int, ...]) -> Moments:
+    """Mean, standard deviation and largest absolute deviation from the mean over ``axes`` (kept), and
+    the root mean square deviation of all of ``data`` from the mean."""
+    mean = data.mean(axis=axes, keepdims=True)
+    deviation = np.abs(data - mean)
+    spread = float(np.sqrt((deviation**2).mean()))
+    return mean, data.std(axis=axes, keepdims=True), deviation.max(axis=axes, keepdims=True), spread
+
+
+def present_moments(data: np.ndarray, axes: tuple[int, ...]) -> Moments:
+    """:func:`plain_moments` over the values that are not NaN (a feature without any: mean 0, deviation
+    0). Kept apart so that complete data keeps numpy's plain reductions, bit for bit."""
+    present = ~np.isnan(data)
+    counts = np.maximum(present.sum(axis=axes, keepdims=True), 1)
+    mean = np.where(present, data, 0.0).sum(axis=axes, keepdims=True) / counts
+    squares = np.where(present, (data - mean) ** 2, 0.0)
+    spread = float(np.sqrt(squares.sum() / max(int(present.sum()), 1)))
+    std = np.sqrt(squares.sum(axis=axes, keepdims=True) / counts)
+    return mean, std, np.sqrt(squares).max(axis=axes, keepdims=True), spread
 
 
 class Standardize(nn.Module):
@@ -98,14 +133,12 @@ class Standardize(nn.Module):
             return self
         axes = self._pooled_axes(x.ndim - 1)
         data = x.astype(np.float64)
-        mean = data.mean(axis=axes, keepdims=True)
-        deviation = np.abs(data - mean)
+        moments = present_moments if np.isnan(data).any() else plain_moments
+        mean, std, max_deviation, spread = moments(data, axes)
         if self.kind == "global":
-            spread = float(np.sqrt((deviation**2).mean()))
             scale = np.full_like(mean, spread if spread > 0 else 1.0)
         else:
-            std = data.std(axis=axes, keepdims=True)
-            scale = np.maximum(std, SPIKE_FLOOR * deviation.max(axis=axes, keepdims=True))
+            scale = np.maximum(std, SPIKE_FLOOR * max_deviation)
             reference = float(np.abs(mean).max() + std.max())
             constant = scale <= 1e-6 * max(reference, float(np.finfo(np.float32).tiny))
             scale = np.where(constant, 1.0, scale)
@@ -114,4 +147,7 @@ class Standardize(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A missing value takes its feature's training mean (0 once standardised). ``where`` returns
+        # every present value untouched, so complete data gives the same numbers as without it.
+        x = torch.where(torch.isnan(x), self.mean, x)
         return (x - self.mean) / self.std

@@ -51,6 +51,16 @@ def model_card(config, dataset, model) -> dict[str, Any]:
     }
 
 
+def fills_in(model: nn.Module, modality: str) -> bool:
+    """Whether ``model`` fills in a missing value (a NaN in part of a sample) of ``modality``: its input
+    standardisation keeps the training means (:class:`~crossfuse.normalize.Standardize`, not ``'none'``)."""
+    from crossfuse.normalize import Standardize
+
+    normalizers = getattr(model, "normalizers", {})
+    normalizer = normalizers[modality] if modality in normalizers else None
+    return isinstance(normalizer, Standardize) and normalizer.mode != "none"
+
+
 class TrainedModel:
     """A trained crossfuse model and what it takes: ``predict`` / ``predict_proba`` on a dict of arrays.
 
@@ -58,7 +68,8 @@ class TrainedModel:
     be given channels last when the training folder gave them so. A modality may be left out, or a
     sample may lack it (every value NaN), when the model has a placeholder for it (trained with modality
     dropout, or on samples that lacked it); otherwise a missing modality, a sample shape that does not
-    match, or a NaN is refused with one line naming the modality.
+    match, or a sample whose values are all NaN is refused with one line naming the modality. A NaN in
+    part of a sample is a missing value, which the model fills in with its feature's training mean.
     """
 
     def __init__(self, model: nn.Module, card: dict[str, Any], where: str = "model") -> None:
@@ -102,7 +113,9 @@ class TrainedModel:
                     f"{self.where}: modality {m!r} has samples of shape {tuple(array.shape[1:])}, "
                     f"the model takes {shape}"
                 )
-            prepared[m] = check_modality(m, array, self.where, missing_allowed=m in optional)
+            prepared[m] = check_modality(
+                m, array, self.where, missing_allowed=m in optional, partial_allowed=fills_in(self.model, m)
+            )
             lengths.add(len(array))
         if len(lengths) > 1:
             raise DataError(

@@ -22,14 +22,14 @@ from crossfuse.evaluation.ablation import modality_ablation
 from crossfuse.evaluation.warnings import collapse_warnings, regression_warnings, run_warnings
 from crossfuse.model import MultimodalModel
 from crossfuse.model import build_model as build_default_model
-from crossfuse.normalize import NORMALIZATIONS
+from crossfuse.normalize import NORMALIZATIONS, Standardize
 from crossfuse.objective import (
     OBJECTIVES,
     REGRESSION_LOSSES,
     classification_metrics,
     regression_metrics,
 )
-from crossfuse.predictor import model_card
+from crossfuse.predictor import fills_in, model_card
 from crossfuse.registry import FUSIONS, SELECTION_CRITERIA, TRANSFERS
 from crossfuse.results import RunResult
 from crossfuse.run_folder import claim_run_folder, release_claim, write_run_folder
@@ -158,6 +158,37 @@ def check_missing_modalities(
         )
 
 
+def check_missing_values(
+    dataset: MultimodalDataset, model: MultimodalModel, log: Callable[[str], None]
+) -> None:
+    """Say how many values are missing (a NaN in part of a sample) in each modality, and refuse a model
+    that cannot fill them in (``--normalization none``, or a user's own without
+    :class:`~crossfuse.normalize.Standardize`)."""
+    for m, array in sorted(dataset.modalities.items()):
+        if array.dtype.kind != "f":
+            continue
+        unknown = np.isnan(array.reshape(len(array), -1))
+        partial = unknown.any(1) & ~unknown.all(1)
+        if not partial.any():
+            continue
+        values = int(unknown[partial].sum())
+        if not fills_in(model, m):
+            standardized = isinstance(model.normalizers[m], Standardize)
+            raise ConfigError(
+                f"modality {m!r} has {values} missing values (NaN) in {int(partial.sum())} samples, and the "
+                "model cannot fill them in: "
+                + (
+                    "--normalization none keeps no training mean (use auto, feature or global)"
+                    if standardized
+                    else "its normalizer for it is not crossfuse.normalize.Standardize"
+                )
+            )
+        log(
+            f"note: modality {m!r} has {values} missing values (NaN) in {int(partial.sum())} of "
+            f"{len(array)} samples; each is filled in with its feature's mean over the source training rows"
+        )
+
+
 def build_method(config: RunConfig) -> TransferMethod:
     """The transfer method of ``config`` with its options."""
     cls = TRANSFERS.get_or_refuse(config.transfer, "transfer")
@@ -247,6 +278,7 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         )
     model = model if model is not None else build_model(config, dataset)
     check_missing_modalities(dataset, model, log)
+    check_missing_values(dataset, model, log)
     source, target = dataset.rows(split.source_train), dataset.rows(split.target_train)
     if model.objective.kind != dataset.objective:
         raise ConfigError(

@@ -55,10 +55,6 @@ def _bad(kind, root):
     labels, domains = np.arange(8) % 2, np.array(["s"] * 4 + ["t"] * 4)
     if kind == "lengths":
         return write_folder(root, {"x": good["x"][:7]}, labels, domains), "x.npy"
-    if kind == "nan":
-        bad = good["x"].copy()
-        bad[3, 1] = np.nan
-        return write_folder(root, {"x": bad}, labels, domains), "has NaN in part of sample 3"
     if kind == "inf":
         bad = good["x"].copy()
         bad[0, 0] = np.inf
@@ -97,7 +93,6 @@ def _bad(kind, root):
 BAD_KINDS = [
     "lengths",
     "huge",
-    "nan",
     "inf",
     "labels",
     "no-labels",
@@ -140,7 +135,9 @@ def test_generated_arrays_load_cleanly_or_fail_with_data_error(tmp_path_factory,
     except DataError as error:
         assert str(error).startswith(str(root)) and "\n" not in str(error)
     else:
-        assert np.isfinite(values.astype(np.float32)).all() and len(values) == n_labels > 0
+        single = values.astype(np.float32)  # NaN in part of a sample is a missing value, which loads
+        assert not np.isinf(single).any() and not np.isnan(single).all(1).any()
+        assert len(values) == n_labels > 0
         assert data.modalities["m"].shape == values.shape
 
 

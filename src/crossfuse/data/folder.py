@@ -81,12 +81,18 @@ def to_channels_first(array: np.ndarray) -> np.ndarray:
 
 
 def check_modality(
-    name: str, array: np.ndarray, where: str, n: int | None = None, missing_allowed: bool = True
+    name: str,
+    array: np.ndarray,
+    where: str,
+    n: int | None = None,
+    missing_allowed: bool = True,
+    partial_allowed: bool = True,
 ) -> np.ndarray:
     """Validate one modality array and return it as float32 (raising :class:`DataError` naming ``where``);
     a one-dimensional ``(N,)`` array is one feature a sample, ``(N, 1)``. A sample whose every value is
     NaN lacks the modality (:mod:`crossfuse.data.missing`) and stays NaN, unless not ``missing_allowed``;
-    a NaN in part of a sample, or an infinity, is refused."""
+    a NaN in part of a sample is a missing value, which the model fills in
+    (:class:`~crossfuse.normalize.Standardize`), unless not ``partial_allowed``; an infinity is refused."""
     if array.dtype.kind not in "iufb":
         raise DataError(f"{where}: modality {name!r} must be numeric, found dtype {array.dtype}")
     if array.ndim == 1:
@@ -102,16 +108,19 @@ def check_modality(
     rows = len(array)
     missing = missing_rows(array)
     some_missing = bool(missing.any())
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array[~missing] if some_missing else array)):
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         flat = array.reshape(rows, -1)
-        if np.isinf(flat).any():
-            bad = int(np.flatnonzero(np.isinf(flat).any(1))[0])
+        infinite = np.isinf(flat).any(1)
+        if infinite.any():
+            bad = int(np.flatnonzero(infinite)[0])
             raise DataError(f"{where}: modality {name!r} contains inf (first at sample {bad})")
-        bad = int(np.flatnonzero(np.isnan(flat).any(1) & ~missing)[0])
-        raise DataError(
-            f"{where}: modality {name!r} has NaN in part of sample {bad} (a sample that lacks the modality "
-            "has every value NaN; fill in the others)"
-        )
+        partial = np.isnan(flat).any(1) & ~missing
+        if partial.any() and not partial_allowed:
+            raise DataError(
+                f"{where}: modality {name!r} has NaN in part of sample {int(np.flatnonzero(partial)[0])}, "
+                "and this model cannot fill in a missing value (it was trained with --normalization none, "
+                "so it keeps no training mean); fill in the values"
+            )
     if some_missing and not missing_allowed:
         raise DataError(
             f"{where}: modality {name!r} is missing (every value NaN) at sample "
@@ -120,8 +129,8 @@ def check_modality(
         )
     with np.errstate(over="ignore"):
         single = array.astype(np.float32)
-    if not np.all(np.isfinite(single[~missing] if some_missing else single)):
-        bad = int(np.flatnonzero(~np.isfinite(single.reshape(rows, -1)).all(1) & ~missing)[0])
+    if array.dtype.kind == "f" and np.isinf(single).any():  # no infinity came in: these overflowed
+        bad = int(np.flatnonzero(np.isinf(single.reshape(rows, -1)).any(1))[0])
         raise DataError(
             f"{where}: modality {name!r} has values beyond the float32 range (first at sample {bad}); "
             "rescale it"

@@ -50,11 +50,13 @@ class DensityRatio:
         columns = []
         for m in sorted(inputs):
             flat = inputs[m].reshape(len(inputs[m]), -1).astype(np.float64)
-            missing = np.isnan(flat).all(1)
+            unknown = np.isnan(flat)
             if fit:
-                self.means[m] = flat[~missing].mean(0)
-            if missing.any():  # a sample that lacks the modality (all NaN) stands at the training mean
-                flat[missing] = self.means[m]
+                missing = unknown.all(1)
+                complete = not unknown[~missing].any()
+                self.means[m] = flat[~missing].mean(0) if complete else present_means(flat)
+            if unknown.any():  # a missing value, or a sample that lacks the modality, is the training mean
+                flat = np.where(unknown, self.means[m], flat)
             if fit:
                 k = min(self.components, flat.shape[1], flat.shape[0] - 1)
                 self.reducers[m] = make_pipeline(StandardScaler(), PCA(k, random_state=self.seed)).fit(flat)
@@ -85,3 +87,9 @@ class DensityRatio:
         """``min(max_weight, (n_s / n_t) P(t|x) / P(s|x)) ** flatten``, times the mean-1 scale."""
         p = np.clip(self.target_probability(inputs), 1e-6, 1 - 1e-6)
         return np.minimum(self.max_weight, self.prior_ratio * p / (1 - p)) ** self.flatten * self.scale
+
+
+def present_means(flat: np.ndarray) -> np.ndarray:
+    """Column means of ``flat`` over the values that are not NaN (0 for a column without any)."""
+    present = ~np.isnan(flat)
+    return np.where(present, flat, 0.0).sum(0) / np.maximum(present.sum(0), 1)
