@@ -67,6 +67,9 @@ def _bad(kind, root):
         bad = labels + 0.5
         bad[2] = np.inf
         return write_folder(root, good, bad, domains), "labels.npy: targets contain inf"
+    if kind == "several-targets":
+        targets = np.stack([labels + 0.5, labels * 2.5], axis=1)
+        return write_folder(root, good, targets, domains), "found (8, 2); for several regression targets"
     if kind == "no-labels":
         return write_folder(root, good, np.full(8, -1), domains), "labels.npy: no row has a label"
     if kind == "object-labels":
@@ -95,6 +98,7 @@ BAD_KINDS = [
     "huge",
     "inf",
     "labels",
+    "several-targets",
     "no-labels",
     "object-labels",
     "unclear-channels",

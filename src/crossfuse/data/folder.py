@@ -218,7 +218,16 @@ def read_labels(
     """
     labels = load_array(path)
     if labels.ndim != 1:
-        raise DataError(f"{path}: expected shape (N,), found {labels.shape}")
+        several = labels.ndim == 2 and labels.shape[1] > 1
+        raise DataError(
+            f"{path}: expected shape (N,), one label a sample, found {labels.shape}"
+            + (
+                "; for several regression targets, run one a target (a labels.npy each), or use "
+                "MultiOutputRegressor(crossfuse.MultimodalRegressor()) from scikit-learn"
+                if several
+                else ""
+            )
+        )
     if n is not None and len(labels) != n:
         raise DataError(f"{path}: has {len(labels)} labels but the modalities have {n} samples")
     if len(labels) == 0:
