@@ -214,7 +214,8 @@ def test_chance_is_judged_by_balanced_accuracy_on_unbalanced_classes():
     majority = run_warnings(fell, one_hot([0] * 48, 2), labels)  # plain accuracy 0.9375
     assert len(majority) == 1 and "balanced accuracy 0.500" in majority[0]
     assert not run_warnings(fell, one_hot([0] * 45 + [1, 1, 0], 2), labels)  # (1 + 2/3) / 2 = 0.833
-    assert run_warnings(fell, one_hot([0] * 45 + [1, 0, 0], 2), labels)  # (1 + 1/3) / 2 = 0.667
+    few = run_warnings(fell, one_hot([0] * 45 + [1, 0, 0], 2), labels)  # (1 + 1/3) / 2 = 0.667
+    assert len(few) == 1 and "cannot be told from chance" in few[0] and "smallest class has 3" in few[0]
     # rows without a label do not count; a validation set of one class cannot show chance
     with_unlabelled = np.concatenate([labels, [-1] * 10])
     assert run_warnings(fell, one_hot(list(labels) + [1] * 10, 2), with_unlabelled) == []

@@ -32,7 +32,8 @@ def run_warnings(history: list[dict], val_outputs: np.ndarray, val_labels: np.nd
     unbalanced the classes are. "Near chance" is ``b <= 1 / K + max(0.1 (1 - 1 / K), 2 SE)``, with
     ``SE = sqrt(sum_k p (1 - p) / n_k) / K``, ``p = 1 / K``, the spread of ``b`` for a random answer on
     classes of ``n_k`` rows: within a tenth of the way from chance to perfect, or within two standard
-    errors of chance, which a small validation set cannot tell apart from it. (Plain accuracy against the
+    errors of chance, which a small validation set cannot tell apart from it (the flag then says so, with
+    the row counts, rather than that the model learnt nothing). (Plain accuracy against the
     most frequent class's share called a perfect model "near chance" when one class had 94% of the rows.)
     A validation set of one class says nothing about chance: no flag.
     """
@@ -42,11 +43,17 @@ def run_warnings(history: list[dict], val_outputs: np.ndarray, val_labels: np.nd
     if k >= 2:
         chance = 1 / k
         error = math.sqrt(float((chance * (1 - chance) / counts).sum())) / k
-        if score <= chance + max(0.1 * (1 - chance), 2 * error):
+        stated = f"source-validation balanced accuracy {score:.3f} (the mean of the per-class accuracies)"
+        if score <= chance + 0.1 * (1 - chance):
             warnings.append(
-                f"source-validation balanced accuracy {score:.3f} (the mean of the per-class accuracies) "
-                f"is near chance ({chance:.3f} for {k} classes): the model did not learn the source task; "
-                "do not trust its target accuracy"
+                f"{stated} is near chance ({chance:.3f} for {k} classes): the model did not learn the "
+                "source task; do not trust its target accuracy"
+            )
+        elif score <= chance + 2 * error:  # above chance, but on too few rows to tell
+            warnings.append(
+                f"{stated} cannot be told from chance ({chance:.3f} for {k} classes) on "
+                f"{int(counts.sum())} validation rows (the smallest class has {int(counts.min())}): the "
+                "model may not have learnt the source task; do not trust its target accuracy"
             )
     return warnings + loss_warnings(history)
 
