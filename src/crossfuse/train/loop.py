@@ -371,14 +371,16 @@ class Trainer:
         rows = source_rows[self.rank :: self.world].to(self.device)
         target_rows = target_rows[self.rank :: self.world].to(self.device)
         self.method.batch_source_rows = rows
+        # index_select copies whole rows (a quarter of the time of indexing by ``x[rows]`` on a CPU, which
+        # walks every element); the same values
         if self.source_domains is not None:
-            self.method.batch_source_domains = self.source_domains[rows]
+            self.method.batch_source_domains = self.source_domains.index_select(0, rows)
         with batch_shard(self.rank, self.world):
             loss = self.forward(
-                {m: x[rows] for m, x in self.source_rows.items()},
-                self.labels[rows],
+                {m: x.index_select(0, rows) for m, x in self.source_rows.items()},
+                self.labels.index_select(0, rows),
                 # a method that trains on the source alone gets no target rows: nothing to gather
-                {m: x[target_rows] for m, x in self.target_rows.items()}
+                {m: x.index_select(0, target_rows) for m, x in self.target_rows.items()}
                 if self.method.uses_target
                 else self.no_target_rows,
                 progress,
