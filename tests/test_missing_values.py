@@ -209,3 +209,14 @@ def test_a_model_trained_without_a_mean_refuses_a_missing_value_at_prediction(tm
         DataError, match=r"modality 'seq' has NaN in part of sample 2, .*--normalization none"
     ):
         model.predict(inputs)
+
+
+def test_the_estimator_fits_and_predicts_samples_with_missing_values():
+    rng = np.random.default_rng(0)
+    x = {"a": rng.normal(size=(120, 4)), "b": rng.normal(size=(120, 3))}
+    labels = (x["a"][:, 0] + x["b"][:, 0] > 0).astype(int)
+    x["a"][rng.random(x["a"].shape) < 0.2] = np.nan
+    domain = np.where(np.arange(120) < 60, 1, -2)
+    classifier = crossfuse.MultimodalClassifier(epochs=3).fit(x, labels, sample_domain=domain)
+    probabilities = classifier.predict_proba(x)
+    assert np.isfinite(probabilities).all() and classifier.score(x, labels) > 0.6
