@@ -118,8 +118,8 @@ def check_modality(
         if partial.any() and not partial_allowed:
             raise DataError(
                 f"{where}: modality {name!r} has NaN in part of sample {int(np.flatnonzero(partial)[0])}, "
-                "and this model cannot fill in a missing value (it was trained with --normalization none, "
-                "so it keeps no training mean); fill in the values"
+                "and this model cannot fill in a missing value (it keeps no training mean: trained with "
+                "--normalization none, or standardised by a normalizer of its own); fill in the values"
             )
     if some_missing and not missing_allowed:
         raise DataError(
