@@ -1,6 +1,7 @@
 """Missing values (a NaN in part of a sample): left out of the normalisation statistics, filled in with
 the feature's training mean inside the model, trained on by every method, predicted and exported."""
 
+import json
 import math
 
 import numpy as np
@@ -164,6 +165,13 @@ def test_a_run_with_missing_values_says_so_trains_and_predicts_and_exports_them(
     )
     assert any("samples lack modality 'vec'" in line for line in lines)
     assert result.target_accuracy > 0.6  # three classes
+    data = load_folder(folder).modalities
+    counts = json.loads((tmp_path / "run" / "metrics.json").read_text())["missing_values"]
+    present = ~np.isnan(data["vec"]).all(1)
+    assert counts == {
+        "vec": int(np.isnan(data["vec"][present]).sum()),
+        "seq": int(np.isnan(data["seq"]).sum()),
+    }
     model = crossfuse.load(tmp_path / "run")
     inputs = load_folder(folder).modalities
     probabilities = model.predict_proba(inputs)

@@ -15,7 +15,7 @@ import torch
 
 from crossfuse.config import RunConfig
 from crossfuse.data.dataset import MultimodalDataset, Task, TaskSplit, split_task
-from crossfuse.data.missing import missing_rows, modalities_with_missing_rows
+from crossfuse.data.missing import missing_rows, missing_values, modalities_with_missing_rows
 from crossfuse.errors import ConfigError, CrossfuseError, DataError
 from crossfuse.evaluation.a_distance import proxy_a_distance
 from crossfuse.evaluation.ablation import modality_ablation
@@ -164,28 +164,23 @@ def check_missing_values(
     """Say how many values are missing (a NaN in part of a sample) in each modality, and refuse a model
     that cannot fill them in (``--normalization none``, or a user's own without
     :class:`~crossfuse.normalize.Standardize`)."""
-    for m, array in sorted(dataset.modalities.items()):
-        if array.dtype.kind != "f":
-            continue
-        unknown = np.isnan(array.reshape(len(array), -1))
-        partial = unknown.any(1) & ~unknown.all(1)
-        if not partial.any():
-            continue
-        values = int(unknown[partial].sum())
+    for m, (values, samples) in missing_values(dataset.modalities).items():
         if not fills_in(model, m):
             standardized = isinstance(model.normalizers[m], Standardize)
             raise ConfigError(
-                f"modality {m!r} has {values} missing values (NaN) in {int(partial.sum())} samples, and the "
-                "model cannot fill them in: "
+                f"modality {m!r} has {values} missing values (NaN) in {samples} samples, and the model "
+                "cannot fill them in: "
                 + (
                     "--normalization none keeps no training mean (use auto, feature or global)"
                     if standardized
                     else "its normalizer for it is not crossfuse.normalize.Standardize"
                 )
             )
+        unit = {2: "feature", 3: "frame feature"}.get(dataset.modalities[m].ndim, "channel")
         log(
-            f"note: modality {m!r} has {values} missing values (NaN) in {int(partial.sum())} of "
-            f"{len(array)} samples; each is filled in with its feature's mean over the source training rows"
+            f"note: modality {m!r} has {values} missing values (NaN) in {samples} of "
+            f"{len(dataset.labels)} samples; each is filled in with its {unit}'s mean over the source "
+            "training rows"
         )
 
 
@@ -499,6 +494,9 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
     if run.recorders:
         choices = choices_by_criterion(result.history, run.recorders, len(split.source_val), metric)
         measures = measures | {"selection_by_criterion": choices}
+    # values filled in with training means, per modality (only when there are some: complete data keeps
+    # the metrics it had)
+    filled = {m: values for m, (values, _) in missing_values(dataset.modalities).items()}
     return RunResult(
         dataset=dataset.name,
         task=task_name(config),
@@ -536,6 +534,7 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
         extra=measures
         | run.method.run_metrics()
         | ({"target_mae_per_domain": per_domain} if regression and per_domain else {})
+        | ({"missing_values": filled} if filled else {})
         | {f"target_{metric}_without_{m}": value for m, value in ablation.items()},
     )
 

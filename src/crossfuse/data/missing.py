@@ -1,8 +1,9 @@
-"""Samples that lack a modality: a sample whose every value of that modality is NaN.
+"""Samples that lack a modality (every value of it NaN) and missing values (a NaN in part of a sample).
 
 Real multimodal data often has holes (a patient without a scan, a clip without sound). Such a sample keeps
 its other modalities; the model puts a learned placeholder in place of the missing one's encoding
-(:class:`~crossfuse.model.MultimodalModel`), as modality dropout does.
+(:class:`~crossfuse.model.MultimodalModel`), as modality dropout does. A missing value within a sample is
+filled in with its feature's training mean (:class:`~crossfuse.normalize.Standardize`).
 """
 
 from __future__ import annotations
@@ -28,3 +29,17 @@ def present_rows(array: np.ndarray) -> np.ndarray:
 def modalities_with_missing_rows(modalities: Mapping[str, np.ndarray]) -> list[str]:
     """The names, sorted, of the modalities that some sample lacks."""
     return sorted(m for m, array in modalities.items() if missing_rows(array).any())
+
+
+def missing_values(modalities: Mapping[str, np.ndarray]) -> dict[str, tuple[int, int]]:
+    """``modality -> (values missing, samples with some missing)``, counting the NaNs in samples that have
+    the modality (a sample whose values are all NaN lacks it instead), for the modalities that have any."""
+    counts = {}
+    for m, array in sorted(modalities.items()):
+        if array.dtype.kind != "f":
+            continue
+        unknown = np.isnan(array.reshape(len(array), -1))
+        partial = unknown.any(1) & ~unknown.all(1)
+        if partial.any():
+            counts[m] = (int(unknown[partial].sum()), int(partial.sum()))
+    return counts
