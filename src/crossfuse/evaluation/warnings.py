@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from crossfuse.train.divergence import divergence_ratio
+
 
 def chance_level(labels: np.ndarray) -> float:
     """Accuracy of always answering the most frequent class of ``labels``."""
@@ -65,8 +67,9 @@ def loss_warnings(history: list[dict]) -> list[str]:
     warnings = []
     losses = [r["train_loss"] for r in history]
     if len(losses) > 1 and max(losses[1:]) > 10 * losses[0]:
+        stopped = f"; training stopped at epoch {len(losses)}" if divergence_ratio(losses) else ""
         warnings.append(
-            f"the training loss exploded (epoch 1: {losses[0]:.3g}, largest: {max(losses):.3g}); "
+            f"the training loss exploded (epoch 1: {losses[0]:.3g}, largest: {max(losses):.3g}{stopped}); "
             "try a lower --lr or a smaller alignment weight"
         )
     elif len(losses) > 1 and min(losses[1:]) >= losses[0]:

@@ -22,6 +22,7 @@ from crossfuse.parallel import batch_shard
 from crossfuse.registry import SELECTION_CRITERIA
 from crossfuse.selection.base import Evidence, SelectionCriterion
 from crossfuse.train.checkpoint import CHECKPOINT, load_checkpoint, prefixed, save_checkpoint
+from crossfuse.train.divergence import divergence_ratio
 from crossfuse.train.optimizer import AdamW, CosineDecay
 from crossfuse.train.state import TrainState
 from crossfuse.transfer.base import TransferMethod
@@ -508,6 +509,13 @@ class Trainer:
             + (f"  target {short} {record[f'target_{metric}']:.4f}" if f"target_{metric}" in record else "")
             + ("  *" if improved else "")
         )
+        ratio = divergence_ratio([r["train_loss"] for r in self.state.history])
+        if ratio is not None:
+            self.log(
+                f"epoch {epoch}: the training loss exploded ({record['train_loss']:.3g}, {ratio:.0f} times "
+                f"epoch 1's); training stops here, keeping epoch {self.state.best.best_epoch}"
+            )
+            return True
         return self.early_stopping and self.state.best.stale >= self.settings.patience
 
     def fit(self) -> TrainResult:
