@@ -601,7 +601,8 @@ def train(
     N-th row of the same global batch and DistributedDataParallel averages the gradients; random draws and
     batch statistics are made global (:mod:`crossfuse.parallel`), so N processes train the model one
     process would, up to floating-point order. Only rank 0 writes. ``on_step(done, total)`` follows progress
-    (a progress bar), ``total`` being the most steps the run can take.
+    (a progress bar), ``total`` being the most steps the run can take. A run whose training loss explodes
+    stops at that epoch (:mod:`crossfuse.train.divergence`).
     """
     trainer = Trainer(
         model, method, source, source_val, target, target_test, settings, seed, log, criterion,
