@@ -176,3 +176,18 @@ def test_a_domain_the_folder_does_not_have_is_named_not_read_as_empty(toy_folder
     with pytest.raises(DataError, match=r"domains.npy: no domain '1', '2' in this folder \(domains: a, b\)"):
         load_folder(toy_folder, domains=["1", "2"])
     assert set(load_folder(toy_folder, domains=["a"]).domains) == {"a"}
+
+
+def test_a_source_without_a_target_points_to_erm(tmp_path):
+    rng = np.random.default_rng(0)
+    root = write_folder(
+        tmp_path / "f", {"x": rng.normal(size=(8, 3))}, np.arange(8) % 2, np.array(["s"] * 4 + ["t"] * 4)
+    )
+    data = load_folder(root)
+    with pytest.raises(
+        DataError, match=r"give --source and --target \(domains: s, t\); or, .* --transfer erm$"
+    ):
+        data.resolve_task(None, ["s"], None)
+    with pytest.raises(DataError, match=r"give --source and --target \(domains: s, t\)$"):
+        data.resolve_task(None, None, None)
+    assert data.resolve_task(None, ["s"], None, require_target=False).target == ()

@@ -111,9 +111,14 @@ class MultimodalDataset:
         chosen_source = tuple(source) if source else (base.source if base else ())
         chosen_target = tuple(target) if target else (base.target if base else ())
         if not chosen_source or (require_target and not chosen_target):
+            alone = (
+                "; or, to train on the source domains alone, --transfer erm"
+                if chosen_source and not chosen_target
+                else ""
+            )
             raise DataError(
                 f"dataset {self.name!r} has no default task: give --source and --target "
-                f"(domains: {', '.join(self.domain_names)})"
+                f"(domains: {', '.join(self.domain_names)}){alone}"
             )
         known = set(self.domain_names)
         for role, names in (("source", chosen_source), ("target", chosen_target)):
