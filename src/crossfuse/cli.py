@@ -189,7 +189,7 @@ def run(
     from crossfuse.config import load_config
     from crossfuse.runner import run as run_config
     from crossfuse.train.distributed import distributed_context
-    from crossfuse.train.loop import Interrupted
+    from crossfuse.train.stopping import Interrupted
 
     overrides = dict(
         data=data,
@@ -390,7 +390,7 @@ def bench(
     """Run a fusion x transfer x seed x task grid, then write results.csv and report.md with plots."""
     from dataclasses import replace
 
-    from crossfuse.bench.grid import resolve_suite, run_grid, suite_settings, usable_methods
+    from crossfuse.bench.grid import finished, resolve_suite, run_grid, suite_settings, usable_methods
     from crossfuse.bench.protocol import (
         PROTOCOLS,
         dg_methods,
@@ -441,8 +441,19 @@ def bench(
 
             for domain in spec.source + spec.target:
                 parse_domain(domain)
+    from crossfuse.train.stopping import Interrupted
+
     started = time.perf_counter()
-    run_grid(specs, out, base, jobs=jobs, log=lambda line: typer.echo(line, err=True))
+    try:
+        run_grid(specs, out, base, jobs=jobs, log=lambda line: typer.echo(line, err=True))
+    except Interrupted as stop:
+        done = sum(finished(out, spec) for spec in specs)
+        typer.echo(
+            f"crossfuse: interrupted by {stop}; {done} of {len(specs)} runs finished in {out}, the runs in "
+            "progress wrote checkpoints: run the same command again to continue",
+            err=True,
+        )
+        sys.exit(128 + stop.signal_number)
     if robustness:
         from crossfuse.robustness_report import measure_run
 

@@ -36,8 +36,9 @@ from crossfuse.run_folder import claim_run_folder, release_claim, write_run_fold
 from crossfuse.selection.base import ImportanceWeightedCriterion, SelectionCriterion
 from crossfuse.train.distributed import distributed_context
 from crossfuse.train.lifecycle import start_method
-from crossfuse.train.loop import Interrupted, Trainer, TrainResult, accuracy, mean_absolute_error, predict
+from crossfuse.train.loop import Trainer, TrainResult, accuracy, mean_absolute_error, predict
 from crossfuse.train.state import BestEpoch
+from crossfuse.train.stopping import Interrupted
 from crossfuse.transfer.base import TransferMethod
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Any
 
 from crossfuse.errors import ConfigError
 from crossfuse.results import RunResult
+from crossfuse.train.stopping import Interrupted
 
 SUITES = {
     "quick": {
@@ -132,7 +135,29 @@ def write_results(out: Path) -> Path:
     return path
 
 
-def _run_one(spec: RunSpec, base: dict[str, Any], run_dir: str) -> dict:
+#: Set in a worker process by :func:`_start_worker`: the benchmark's stop event.
+_stop_event = None
+
+
+def _start_worker(stop_event) -> None:
+    """A worker's start: it keeps the benchmark's stop event, and a SIGTERM or SIGINT that arrives outside
+    training is recorded for the next training loop to honour (:class:`StopRequests`) instead of killing
+    the worker mid-run, which would break the pool and print a traceback."""
+    global _stop_event
+    _stop_event = stop_event
+    from crossfuse.train.stopping import StopRequests
+
+    def record(number, frame) -> None:
+        StopRequests.pending = number
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, record)
+
+
+def _run_one(spec: RunSpec, base: dict[str, Any], run_dir: str) -> dict | None:
+    """One run of the grid in this process; ``None`` when the benchmark was stopped before it began."""
+    if _stop_event is not None and _stop_event.is_set():
+        return None
     import torch
 
     torch.set_num_threads(1)
@@ -183,13 +208,27 @@ def run_grid(
         return todo
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     todo = longest_first(todo)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+    context = get_context("spawn")
+    stop_event = context.Event()
+    with (
+        ProcessPoolExecutor(jobs, context, initializer=_start_worker, initargs=(stop_event,)) as pool,
+        ForwardedStops(stop_event) as stops,
+    ):
         futures = {pool.submit(_run_one, s, base, str(out / "runs" / s.name)): s for s in todo}
-        for i, future in enumerate(as_completed(futures), 1):
-            spec = futures[future]
-            metrics = future.result()
+        completed = 0
+        for future in as_completed(futures):
+            try:
+                metrics = future.result()
+            except Interrupted as stopped:  # its checkpoint is written: the same command resumes it
+                stops.received = stops.received or stopped.signal_number
+                continue
+            if metrics is None:  # skipped: the benchmark was stopping
+                continue
+            completed += 1
             write_results(out)
-            log(f"[{i}/{len(todo)}] {spec.name}: {outcome(metrics)}")
+            log(f"[{completed}/{len(todo)}] {futures[future].name}: {outcome(metrics)}")
+    if stops.received is not None:
+        raise Interrupted(stops.received)
     return todo
 
 
@@ -251,3 +290,35 @@ def resolve_suite(
         seeds or chosen["seeds"],
         tasks or chosen["tasks"],
     )
+
+
+class ForwardedStops:
+    """In the benchmark's own process, while its workers run: a SIGTERM or SIGINT sets the stop event
+    (a worker skips the runs not yet begun) and is passed on to every worker (a run in training writes its
+    checkpoint and stops), so that a signal sent to this process alone, as ``kill`` or a job scheduler
+    sends it, stops the whole benchmark as Ctrl-C in a terminal does; ``received`` is the signal. Main
+    thread only, like any signal handler."""
+
+    def __init__(self, stop_event) -> None:
+        self.stop_event = stop_event
+        self.received: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> ForwardedStops:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame) -> None:
+        self.received = self.received or number
+        self.stop_event.set()
+        for worker in multiprocessing.active_children():
+            if worker.pid is not None:
+                os.kill(worker.pid, number)
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ from crossfuse.train.checkpoint import CHECKPOINT, load_checkpoint, prefixed, sa
 from crossfuse.train.divergence import divergence_ratio
 from crossfuse.train.optimizer import AdamW, CosineDecay
 from crossfuse.train.state import TrainState
+from crossfuse.train.stopping import Interrupted, StopRequests
 from crossfuse.transfer.base import TransferMethod
 
 Arrays = Mapping[str, np.ndarray]
@@ -153,37 +153,6 @@ def has_labels(labels: np.ndarray) -> bool:
 
 class TrainingDiverged(CrossfuseError):
     """The training loss became NaN or infinite; the run stops instead of reporting a broken model."""
-
-
-class Interrupted(Exception):
-    """Training stopped on SIGTERM or SIGINT after writing a checkpoint; the same command resumes it."""
-
-    def __init__(self, signal_number: int) -> None:
-        super().__init__(signal.Signals(signal_number).name)
-        self.signal_number = signal_number
-
-
-class StopRequests:
-    """Turns SIGTERM and SIGINT into a flag that the loop checks between steps (main thread only)."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self.previous: dict = {}
-
-    def __enter__(self) -> StopRequests:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGTERM, signal.SIGINT):
-                self.previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def _handle(self, number, frame) -> None:
-        self.received = number
-
-    def __exit__(self, *exc) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
 
 
 class TrainingObjective(nn.Module):
