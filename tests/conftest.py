@@ -39,14 +39,20 @@ def write_folder(root: Path, modalities: dict, labels, domains, split=None) -> P
     return root
 
 
+def toy_arrays(shift: float = 1.5, n: int = 240, seed: int = 0):
+    """Labels (three classes), domains (``a``, then ``b`` with its vectors moved by ``shift``), vectors
+    ``(n, 6)`` and sequences ``(n, 5, 4)`` with a learnable signal."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    domains = np.where(np.arange(n) < n // 2, "a", "b")
+    moved = np.where(domains == "b", shift, 0.0)[:, None]
+    vec = rng.normal(size=(n, 6)) + np.eye(3)[labels] @ rng.normal(size=(3, 6)) * 2 + moved
+    seq = rng.normal(size=(n, 5, 4)) + labels[:, None, None] * 0.8
+    return labels, domains, vec, seq
+
+
 @pytest.fixture
 def toy_folder(tmp_path):
     """A small two-modality, two-domain folder with a learnable signal and a shift."""
-    rng = np.random.default_rng(0)
-    n = 240
-    labels = rng.integers(0, 3, n)
-    domains = np.where(np.arange(n) < n // 2, "a", "b")
-    shift = np.where(domains == "b", 1.5, 0.0)[:, None]
-    vec = rng.normal(size=(n, 6)) + np.eye(3)[labels] @ rng.normal(size=(3, 6)) * 2 + shift
-    seq = rng.normal(size=(n, 5, 4)) + labels[:, None, None] * 0.8
+    labels, domains, vec, seq = toy_arrays()
     return write_folder(tmp_path / "toy", {"vec": vec.astype(np.float32), "seq": seq}, labels, domains)

@@ -18,7 +18,7 @@ from crossfuse.model import build_model
 from crossfuse.normalize import Standardize, plain_moments, present_moments, resolve_normalization
 from crossfuse.runner import run
 from crossfuse.transfer import TRANSFERS
-from tests.conftest import write_folder
+from tests.conftest import toy_arrays, write_folder
 
 SHAPES = {"seq": (5, 4), "vec": (6,)}
 
@@ -142,13 +142,8 @@ def test_every_method_takes_a_step_on_samples_with_missing_values(transfer):
 
 
 def folder_with_missing_values(tmp_path, share: float = 0.2):
-    rng = np.random.default_rng(0)
-    n = 240
-    labels = rng.integers(0, 3, n)
-    domains = np.where(np.arange(n) < n // 2, "a", "b")
-    shift = np.where(domains == "b", 0.5, 0.0)[:, None]
-    vec = rng.normal(size=(n, 6)) + np.eye(3)[labels] @ rng.normal(size=(3, 6)) * 2 + shift
-    seq = rng.normal(size=(n, 5, 4)) + labels[:, None, None] * 0.8
+    labels, domains, vec, seq = toy_arrays(shift=0.5)
+    rng = np.random.default_rng(1)
     vec[rng.random(vec.shape) < share] = np.nan
     seq[rng.random(seq.shape) < share / 4] = np.nan
     vec[5] = np.nan  # a sample that lacks the modality, beside the missing values

@@ -22,7 +22,7 @@ from typing import Any
 
 from crossfuse.errors import ConfigError
 from crossfuse.results import RunResult
-from crossfuse.train.stopping import Interrupted
+from crossfuse.train.stopping import Interrupted, StopRequests
 
 SUITES = {
     "quick": {
@@ -145,7 +145,6 @@ def _start_worker(stop_event) -> None:
     the worker mid-run, which would break the pool and print a traceback."""
     global _stop_event
     _stop_event = stop_event
-    from crossfuse.train.stopping import StopRequests
 
     def record(number, frame) -> None:
         StopRequests.pending = number
@@ -292,7 +291,7 @@ def resolve_suite(
     )
 
 
-class ForwardedStops:
+class ForwardedStops(StopRequests):
     """In the benchmark's own process, while its workers run: a SIGTERM or SIGINT sets the stop event
     (a worker skips the runs not yet begun) and is passed on to every worker (a run in training writes its
     checkpoint and stops), so that a signal sent to this process alone, as ``kill`` or a job scheduler
@@ -300,17 +299,8 @@ class ForwardedStops:
     thread only, like any signal handler."""
 
     def __init__(self, stop_event) -> None:
+        super().__init__()
         self.stop_event = stop_event
-        self.received: int | None = None
-        self.previous: dict = {}
-
-    def __enter__(self) -> ForwardedStops:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGTERM, signal.SIGINT):
-                self.previous[number] = signal.signal(number, self._handle)
-        return self
 
     def _handle(self, number, frame) -> None:
         self.received = self.received or number
@@ -318,7 +308,3 @@ class ForwardedStops:
         for worker in multiprocessing.active_children():
             if worker.pid is not None:
                 os.kill(worker.pid, number)
-
-    def __exit__(self, *exc) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
