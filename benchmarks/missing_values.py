@@ -32,6 +32,8 @@ from two_moons import crossfuse_run, percent  # noqa: E402
 METHODS = ["source-only", "dann"]
 #: Seeds the choice of the values that go missing (the same holes for every method and run seed).
 HOLES_SEED = 4321
+#: The scikit-learn models beside crossfuse, as the table names them.
+BASELINES = ["logistic regression (mean-imputed)", "gradient boosting (NaN native)"]
 #: ``--data-sets`` -> (folder writer, source domain, target domain).
 DATA_SETS = {
     "cancer": (write_cancer, "smooth", "rough"),
@@ -74,10 +76,10 @@ def sklearn_baselines(root: Path, seed: int, source: str, target: str) -> dict[s
     x = np.concatenate([a.reshape(len(a), -1) for _, a in sorted(data.modalities.items())], axis=1)
     train, test = split.source_train, split.target_test
     models = {
-        "logistic regression (mean-imputed)": make_pipeline(
+        BASELINES[0]: make_pipeline(
             SimpleImputer(strategy="mean"), StandardScaler(), LogisticRegression(max_iter=2000)
         ),
-        "gradient boosting (NaN native)": HistGradientBoostingClassifier(random_state=seed),
+        BASELINES[1]: HistGradientBoostingClassifier(random_state=seed),
     }
     return {
         name: float(model.fit(x[train], data.labels[train]).score(x[test], data.labels[test]))
@@ -122,10 +124,7 @@ def main() -> None:
         for (key, method, seed, *_), m in zip(jobs, metrics, strict=True)
     }
     print(f"late fusion, default settings, seeds {args.seeds}: target accuracy (%), mean ± std")
-    baseline_names = list(
-        sklearn_baselines(next(iter(folders.values())), 0, *DATA_SETS[args.data_sets[0]][1:])
-    )
-    header = ["data set", "values missing", *args.methods, *baseline_names]
+    header = ["data set", "values missing", *args.methods, *BASELINES]
     print("| " + " | ".join(header) + " |")
     print("| " + " | ".join("---" for _ in header) + " |")
     for (name, share), folder in folders.items():
@@ -134,7 +133,7 @@ def main() -> None:
         cells = [
             percent([accuracy[((name, share), method, s)] for s in args.seeds]) for method in args.methods
         ]
-        cells += [percent([b[key] for b in baselines]) for key in baseline_names]
+        cells += [percent([b[key] for b in baselines]) for key in BASELINES]
         print(f"| {name} | {share:.0%} | " + " | ".join(cells) + " |")
 
 

@@ -161,11 +161,12 @@ def check_missing_modalities(
 
 def check_missing_values(
     dataset: MultimodalDataset, model: MultimodalModel, log: Callable[[str], None]
-) -> None:
+) -> dict[str, int]:
     """Say how many values are missing (a NaN in part of a sample) in each modality, and refuse a model
     that cannot fill them in (``--normalization none``, or a user's own without
-    :class:`~crossfuse.normalize.Standardize`)."""
-    for m, (values, samples) in missing_values(dataset.modalities).items():
+    :class:`~crossfuse.normalize.Standardize`); the count per modality that has any."""
+    counts = missing_values(dataset.modalities)
+    for m, (values, samples) in counts.items():
         if not fills_in(model, m):
             standardized = isinstance(model.normalizers[m], Standardize)
             raise ConfigError(
@@ -183,6 +184,7 @@ def check_missing_values(
             f"{len(dataset.labels)} samples; each is filled in with its {unit}'s mean over the source "
             "training rows"
         )
+    return {m: values for m, (values, _) in counts.items()}
 
 
 def build_method(config: RunConfig) -> TransferMethod:
@@ -238,6 +240,8 @@ class Run:
     shots: np.ndarray | None
     target_test: np.ndarray
     recorders: dict = field(default_factory=dict)
+    #: Values filled in with training means, per modality that has some (:func:`check_missing_values`).
+    filled_values: dict = field(default_factory=dict)
 
     def rows(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         return self.dataset.rows(indices)
@@ -274,7 +278,7 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         )
     model = model if model is not None else build_model(config, dataset)
     check_missing_modalities(dataset, model, log)
-    check_missing_values(dataset, model, log)
+    filled_values = check_missing_values(dataset, model, log)
     source, target = dataset.rows(split.source_train), dataset.rows(split.target_train)
     if model.objective.kind != dataset.objective:
         raise ConfigError(
@@ -343,7 +347,10 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         if config.record_selection
         else {}
     )
-    return Run(config, dataset, task, split, model, method, criterion, device, shots, target_test, recorders)
+    return Run(
+        config, dataset, task, split, model, method, criterion, device, shots, target_test, recorders,
+        filled_values,
+    )  # fmt: skip
 
 
 def recording_criteria(
@@ -495,9 +502,6 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
     if run.recorders:
         choices = choices_by_criterion(result.history, run.recorders, len(split.source_val), metric)
         measures = measures | {"selection_by_criterion": choices}
-    # values filled in with training means, per modality (only when there are some: complete data keeps
-    # the metrics it had)
-    filled = {m: values for m, (values, _) in missing_values(dataset.modalities).items()}
     return RunResult(
         dataset=dataset.name,
         task=task_name(config),
@@ -535,7 +539,8 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
         extra=measures
         | run.method.run_metrics()
         | ({"target_mae_per_domain": per_domain} if regression and per_domain else {})
-        | ({"missing_values": filled} if filled else {})
+        # only when some were filled: complete data keeps the metrics it had
+        | ({"missing_values": run.filled_values} if run.filled_values else {})
         | {f"target_{metric}_without_{m}": value for m, value in ablation.items()},
     )
 
