@@ -72,3 +72,40 @@ def test_a_signal_to_the_bench_alone_stops_every_run_and_the_same_command_finish
     runs = sorted(out.glob("runs/*/metrics.json"))
     assert len(runs) == 2
     assert all(json.loads(p.read_text())["epochs_run"] == 12 for p in runs)
+
+
+def in_process(monkeypatch, capsys, argv: list[str]) -> tuple[int, str]:
+    from crossfuse.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["crossfuse", *argv])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    return stop.value.code, capsys.readouterr().err
+
+
+def sigterm_to_self(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(10)  # the handler's exception ends the sleep
+    raise AssertionError("SIGTERM did not stop the command")
+
+
+def test_sigterm_while_the_report_is_written_says_every_run_is_kept(monkeypatch, capsys, tmp_path):
+    from crossfuse.bench import grid
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(grid, "_run_one", lambda spec, base, run_dir: {"target_accuracy": 0.5})
+    monkeypatch.setattr(grid, "write_results", lambda out: None)
+    monkeypatch.setattr("crossfuse.bench.report.build_report", sigterm_to_self)
+    argv = ["bench", "--fusions", "late", "--transfers", "dann", "--seeds", "0,1", "--jobs", "1"]
+    code, err = in_process(monkeypatch, capsys, [*argv, "--out", str(tmp_path / "bench")])
+    assert code == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM after all 2 runs finished" in err
+    assert f"'crossfuse report {tmp_path / 'bench'}'" in err and "Traceback" not in err
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+
+
+def test_sigterm_outside_training_gives_one_line_and_status_143(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr("crossfuse.runner.run", sigterm_to_self)
+    code, err = in_process(monkeypatch, capsys, ["run", "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert code == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["crossfuse: stopped by SIGTERM; run the same command again to finish"]

@@ -441,7 +441,7 @@ def bench(
 
             for domain in spec.source + spec.target:
                 parse_domain(domain)
-    from crossfuse.train.stopping import Interrupted
+    from crossfuse.train.stopping import Interrupted, Terminated
 
     started = time.perf_counter()
     try:
@@ -454,12 +454,24 @@ def bench(
             err=True,
         )
         sys.exit(128 + stop.signal_number)
-    if robustness:
-        from crossfuse.robustness_report import measure_run
+    try:
+        if robustness:
+            from crossfuse.robustness_report import measure_run
 
-        for spec in specs:
-            measure_run(out / "runs" / spec.name)
-    report = build_report(out)
+            for spec in specs:
+                measure_run(out / "runs" / spec.name)
+        report = build_report(out)
+    except (Terminated, KeyboardInterrupt) as stop:
+        import signal
+
+        number = getattr(stop, "signal_number", signal.SIGINT)
+        typer.echo(
+            f"crossfuse: interrupted by {signal.Signals(number).name} after all {len(specs)} runs finished "
+            f"({out / 'results.csv'}); the report was not written: run the same command again, or "
+            f"'crossfuse report {out}'",
+            err=True,
+        )
+        sys.exit(128 + number)
     typer.echo(
         f"{len(specs)} runs in {out / 'results.csv'}; report {report} ({time.perf_counter() - started:.0f} s)"
     )
@@ -532,10 +544,16 @@ def entry_point() -> None:
 
 
 def main() -> None:
+    from crossfuse.train.stopping import Terminated, sigterm_raises
+
     try:
-        code = app(standalone_mode=False)
+        with sigterm_raises():
+            code = app(standalone_mode=False)
     except Exit as stop:
         code = stop.exit_code
+    except Terminated as stop:
+        typer.echo("crossfuse: stopped by SIGTERM; run the same command again to finish", err=True)
+        sys.exit(128 + stop.signal_number)
     except CrossfuseError as error:
         typer.echo(f"crossfuse: error: {error}", err=True)
         sys.exit(2)

@@ -5,7 +5,10 @@ its checkpoint and raises :class:`Interrupted`, and the same command resumes it.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
+from collections.abc import Iterator
 
 
 class Interrupted(Exception):
@@ -20,6 +23,33 @@ class Interrupted(Exception):
         return (Interrupted, (self.signal_number,))
 
 
+class Terminated(BaseException):
+    """SIGTERM outside training (which stops at a step instead, :class:`StopRequests`): raised by the
+    handler that :func:`sigterm_raises` installs, so that the command can say what was left undone
+    instead of dying without a word. A ``BaseException``, like ``KeyboardInterrupt``, so that no
+    ``except Exception`` swallows it."""
+
+    signal_number = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; the handler before it is
+    restored after, so that calling the command from Python leaves the caller's handler alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(number, frame) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class StopRequests:
     """Turns SIGTERM and SIGINT into a flag that the loop checks between steps (main thread only).
     ``pending`` is a stop that arrived before training began (a benchmark's worker records it there),
@@ -32,8 +62,6 @@ class StopRequests:
         self.previous: dict = {}
 
     def __enter__(self) -> StopRequests:
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for number in (signal.SIGTERM, signal.SIGINT):
                 self.previous[number] = signal.signal(number, self._handle)
