@@ -60,3 +60,31 @@ def test_a_run_that_trains_normally_runs_every_epoch():
         log=lambda _: None,
     ).fit()  # fmt: skip
     assert result.epochs_run == 3
+
+
+class RestartingDANN(DANN):
+    optimizer_restart = 0.5
+
+
+def test_the_optimiser_restarts_once_at_the_share_of_the_schedule_the_method_names(monkeypatch):
+    from crossfuse.train.optimizer import AdamW
+
+    source, labels, target = toy_data()
+    model, _, _ = toy_model("late", "dann", {}, source, labels, target)
+    method = RestartingDANN()
+    start_method(method, model, source, target, seed=0, source_labels=labels)
+    settings = TrainSettings(epochs=3, batch_size=16, min_steps_per_epoch=5, early_stopping=False)
+    trainer = Trainer(
+        model, method, (source, labels), (source, labels), target, (target, labels), settings, seed=0,
+        log=lambda _: None,
+    )  # fmt: skip
+    restarted_after = []
+    restart = AdamW.restart
+    monkeypatch.setattr(
+        AdamW, "restart", lambda self: restarted_after.append(self.common_step) or restart(self)
+    )
+    trainer.fit()
+    total = trainer.total_steps
+    first = math.ceil(total / 2)  # the first step k (from 0) with k / total >= 0.5
+    assert restarted_after == [first]
+    assert trainer.optimizer.common_step == total - first

@@ -231,3 +231,30 @@ def test_the_fused_step_by_hand(monkeypatch):
         expected = expected - 0.1 / (1 - 0.9**t) * m / (torch.sqrt(v / (1 - 0.999**t)) + 1e-8)
     assert called == [1, 1]
     assert torch.allclose(p.detach().double(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_a_restart_steps_as_a_new_optimiser_over_the_same_weights_would(flat):
+    """After :meth:`AdamW.restart` (V-REx's switch, DomainBed's new Adam), the next steps are a fresh
+    optimiser's to the bit, at the learning rate the schedule had reached."""
+    total, data = 12, batches(12)
+    model = used_model()
+    optimizer = AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2, flat=flat)
+    scheduler = CosineDecay(optimizer, total_steps=total, eta_min=3e-3 / 20)
+    train(model, optimizer, scheduler, data[:5])
+    reached = optimizer.lr
+    fresh_model = used_model()
+    fresh_model.load_state_dict(model.state_dict())
+    fresh = AdamW(fresh_model.parameters(), lr=reached, weight_decay=1e-2, flat=flat)
+    optimizer.restart()
+    assert optimizer.common_step == 0
+    for x, y in data[5:8]:
+        for m, o in ((model, optimizer), (fresh_model, fresh)):
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+            o.zero_grad(set_to_none=True)
+            loss.backward()
+            o.step()
+    for (name, a), b in zip(model.state_dict().items(), fresh_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert optimizer.common_step == 3
+    assert all(s["step"].item() == 3 for s in optimizer.state.values())

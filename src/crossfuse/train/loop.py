@@ -335,6 +335,13 @@ class Trainer:
         record = self.state.to_record() | {"scheduler": self.scheduler.state_dict()}
         save_checkpoint(self.checkpoint.parent, modules, self.optimizer, record)
 
+    def restarts_optimizer_at(self, step: int) -> bool:
+        """Whether ``step`` (from 0) is the first whose share of the schedule reaches the method's
+        :attr:`~crossfuse.transfer.base.TransferMethod.optimizer_restart` (told from the step alone, so
+        that a resumed run restarts at the same step and only once)."""
+        share = self.method.optimizer_restart
+        return share is not None and step / self.total_steps >= share > (step - 1) / self.total_steps
+
     def step(self, source_rows: torch.Tensor, target_rows: torch.Tensor, progress: float) -> float:
         """One optimisation step on the given global rows (this process takes its share); the loss."""
         # a no-op for the epoch plans, which are on the device already
@@ -526,6 +533,8 @@ class Trainer:
                         raise Interrupted(stop.received)
                     k = state.step_in_epoch
                     step = (epoch - 1) * self.steps_per_epoch + k
+                    if self.restarts_optimizer_at(step):
+                        self.optimizer.restart()
                     state.losses.append(self.step(source_plan[k], target_plan[k], step / self.total_steps))
                     state.step_in_epoch += 1
                     if self.on_step is not None:

@@ -56,6 +56,19 @@ class AdamW:
             for p, (exp_avg, exp_avg_sq) in zip(self.params, self.flat.moment_views(), strict=True):
                 self.state[p] = {"step": torch.tensor(0.0), "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
 
+    @torch.no_grad()
+    def restart(self) -> None:
+        """Forget every moment and the step count, as a new optimiser over the same parameters would
+        (the hyperparameters, and the learning rate a schedule set, stay)."""
+        self.common_step = 0
+        if self.flat is not None:  # the moments stay views of the flat buffers
+            self.flat.exp_avg.zero_()
+            self.flat.exp_avg_sq.zero_()
+            for state in self.state.values():
+                state["step"] = torch.tensor(0.0)
+            return
+        self.state = {}
+
     @property
     def lr(self) -> float:
         return self.param_groups[0]["lr"]

@@ -126,6 +126,10 @@ class TransferMethod(nn.Module):
     regression_refusal = ""
     #: The named terms of the latest training loss, detached (see :meth:`note_loss_parts`).
     loss_parts: Mapping[str, torch.Tensor] = {}
+    #: Share of the schedule at whose first step the trainer restarts the optimiser (Adam's moments and
+    #: step count back to zero; the learning-rate schedule goes on), or ``None``: for a loss whose
+    #: scale jumps there, which the moments of the earlier gradients would misjudge.
+    optimizer_restart: float | None = None
 
     def __init__(self, align: str = "fused", weight: float = 1.0) -> None:
         super().__init__()

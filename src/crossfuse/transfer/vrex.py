@@ -18,8 +18,9 @@ class VarianceRiskExtrapolation(SourceDomainsMethod):
     have; penalising their variance pushes the model towards the features whose relation to the label
     holds in every domain, and away from those that work in one only. As DomainBed runs it, ``beta`` is 1
     for the first tenth of the schedule (:data:`ANNEAL`; DomainBed: the first 500 of 5,000 steps), so that
-    the model first learns the task, then ``penalty``. (DomainBed also restarts Adam at the switch; the
-    optimiser here keeps its moments.)
+    the model first learns the task, then ``penalty``; at the switch the optimiser restarts (Adam's
+    moments and step count from zero, as DomainBed's does, "because it doesn't like the sharp jump in
+    gradient magnitudes"), while the learning-rate schedule goes on.
 
     Parameters
     ----------
@@ -31,6 +32,7 @@ class VarianceRiskExtrapolation(SourceDomainsMethod):
 
     #: Share of the schedule during which ``beta = 1``.
     ANNEAL = 0.1
+    optimizer_restart = ANNEAL
 
     def __init__(self, penalty: float = 10.0) -> None:
         super().__init__()
