@@ -41,7 +41,7 @@ class RunConfig(BaseModel):
     normalization: str = "auto"
     objective: str = "auto"
     regression_loss: str = "mse"
-    class_weight: Literal["none", "balanced"] = "none"
+    class_weight: Literal["none", "balanced"] | dict[str, float] = "none"
     selection: str = "source-val"
     record_selection: bool = False
     fusion_options: dict[str, Any] = Field(default_factory=dict)

@@ -9,9 +9,10 @@ class CrossfuseError(Exception):
     """
 
 
-class DataError(CrossfuseError):
-    """A dataset file is missing, corrupt or malformed."""
+class DataError(CrossfuseError, ValueError):
+    """A dataset file is missing, corrupt or malformed (a ``ValueError``, as Python and scikit-learn
+    call bad input values, so that code written for them catches it)."""
 
 
-class ConfigError(CrossfuseError):
-    """A configuration value or option is unknown or invalid."""
+class ConfigError(CrossfuseError, ValueError):
+    """A configuration value or option is unknown or invalid (a ``ValueError`` too)."""

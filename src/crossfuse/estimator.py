@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import DataConversionWarning, NotFittedError
+from sklearn.utils.validation import check_array
 
 from crossfuse.errors import ConfigError, CrossfuseError, DataError
 
@@ -18,6 +22,27 @@ if TYPE_CHECKING:
 
 #: Columns of a flat ``X`` without a ``modalities`` layout: one vector modality of this name.
 DEFAULT_MODALITY = "x"
+
+
+class NotFitted(ConfigError, NotFittedError):
+    """``predict`` before ``fit``: crossfuse's refusal and scikit-learn's ``NotFittedError`` at once."""
+
+
+def numeric(X: Any, name: str, flat: bool) -> np.ndarray:
+    """``X`` as scikit-learn validates an input: a sparse matrix made dense (the models are dense), numbers
+    held as Python objects converted, complex values refused with scikit-learn's message; NaN is kept (a
+    missing value or modality) and infinities are left to the run's check, which names the first sample
+    that holds one. ``flat``: a 2-D array is required."""
+    if sparse.issparse(X):
+        X = X.toarray()
+    return check_array(
+        X,
+        dtype="numeric",
+        ensure_all_finite=False,  # the run's own check names the modality and the first sample
+        ensure_2d=flat,
+        allow_nd=not flat,
+        input_name=name,
+    )
 
 
 def in_estimator_terms(message: str, folder: Path) -> str:
@@ -61,8 +86,9 @@ class MultimodalEstimator(BaseEstimator):
     verbose
         Print the run's epoch lines.
     class_weight
-        ``None`` or ``'balanced'`` (each source class weighs ``n / (K n_c)`` in the loss, as scikit-learn's
-        ``class_weight='balanced'``; ``crossfuse run --class-weight``).
+        ``None``, ``'balanced'`` (each source class weighs ``n / (K n_c)`` in the loss, as scikit-learn's
+        ``class_weight='balanced'``; ``crossfuse run --class-weight``) or ``{class value: weight}`` (a
+        class left out weighs 1), as scikit-learn takes it.
 
     Attributes
     ----------
@@ -93,7 +119,7 @@ class MultimodalEstimator(BaseEstimator):
         device: str = "auto",
         out: str | Path | None = None,
         verbose: bool = False,
-        class_weight: str | None = None,
+        class_weight: str | Mapping[Any, float] | None = None,
     ) -> None:
         self.fusion, self.transfer, self.selection = fusion, transfer, selection
         self.modalities = modalities
@@ -103,13 +129,29 @@ class MultimodalEstimator(BaseEstimator):
         self.seed, self.device, self.out, self.verbose = seed, device, out, verbose
         self.class_weight = class_weight
 
-    def split_modalities(self, X: Any) -> dict[str, np.ndarray]:
-        """``X`` as ``{modality: array}`` (see the class docstring)."""
-        if isinstance(X, Mapping):
-            return {str(m): np.asarray(a) for m, a in X.items()}
-        flat = np.asarray(X)
-        if flat.ndim != 2:
-            raise DataError(f"X: a dict of arrays, or a 2-D array (rows x columns); got shape {flat.shape}")
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # a missing value, or a whole missing modality
+        tags.input_tags.sparse = True  # made dense
+        return tags
+
+    def split_modalities(self, X: Any, fitting: bool = False) -> dict[str, np.ndarray]:
+        """``X`` as ``{modality: array}`` (see the class docstring). A flat ``X`` sets ``n_features_in_``
+        when ``fitting`` and must match it after."""
+        if isinstance(X, Mapping) and not sparse.issparse(X):  # (scipy's dok_matrix is a dict)
+            if fitting:
+                self.__dict__.pop("n_features_in_", None)
+            return {str(m): numeric(a, f"X[{m!r}]", flat=False) for m, a in X.items()}
+        if len(getattr(X, "shape", ())) > 2:
+            raise DataError(f"X: a dict of arrays, or a 2-D array (rows x columns); got shape {X.shape}")
+        flat = numeric(X, "X", flat=True)  # a 1-D X: scikit-learn's "Reshape your data" message
+        if fitting:
+            self.n_features_in_ = flat.shape[1]
+        elif hasattr(self, "n_features_in_") and flat.shape[1] != self.n_features_in_:
+            raise DataError(
+                f"X has {flat.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
         layout = self.modalities or {DEFAULT_MODALITY: flat.shape[1]}
         shapes = {m: (int(s),) if np.ndim(s) == 0 else tuple(int(v) for v in s) for m, s in layout.items()}
         widths = {m: math.prod(shape) for m, shape in shapes.items()}
@@ -145,7 +187,9 @@ class MultimodalEstimator(BaseEstimator):
             "lr": self.lr,
             "hidden_dim": self.hidden_dim,
             "dropout": self.dropout,
-            "class_weight": self.class_weight,
+            "class_weight": {str(k): float(v) for k, v in self.class_weight.items()}
+            if isinstance(self.class_weight, Mapping)
+            else self.class_weight,
         }
         return values | {k: v for k, v in optional.items() if v is not None}
 
@@ -170,10 +214,21 @@ class MultimodalEstimator(BaseEstimator):
         from crossfuse.predictor import load
         from crossfuse.runner import run
 
-        arrays = self.split_modalities(X)
+        if y is None:
+            raise DataError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        arrays = self.split_modalities(X, fitting=True)
         labels = np.asarray(y)
+        if labels.dtype == object:  # numbers or strings held as Python objects
+            labels = np.asarray(labels.tolist())
         if labels.ndim == 2 and labels.shape[1] == 1:
-            labels = labels[:, 0]  # a column vector, as scikit-learn accepts it
+            # a column vector, taken as scikit-learn takes it: with its warning
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected. Please change the shape of y "
+                "to (n_samples,), for example using ravel().",
+                DataConversionWarning,
+                stacklevel=2,
+            )
+            labels = labels[:, 0]
         if labels.ndim != 1:
             raise DataError(
                 f"y: expected one label a row, shape (n_samples,), found {labels.shape}; for several outputs "
@@ -194,6 +249,7 @@ class MultimodalEstimator(BaseEstimator):
         targets = sorted({str(d) for d in names[domain < 0]})
         if not sources:
             raise DataError("sample_domain: no source row (a positive domain); nothing to learn from")
+        self.check_source_labels(labels[domain > 0])
         transfer = self.transfer_without_target() if not targets else self.transfer
         with tempfile.TemporaryDirectory(prefix="crossfuse-") as scratch:
             folder = Path(scratch) / "data"
@@ -217,19 +273,31 @@ class MultimodalEstimator(BaseEstimator):
             self.classes_ = np.asarray(self.model_.classes)
         return self
 
+    def check_source_labels(self, labels: np.ndarray) -> None:
+        """Refuse, before any file is written, source labels that leave nothing to learn: fewer than two
+        known ones, or (for a classifier) a continuous target or a single class."""
+        known = labels[~np.isnan(labels)] if labels.dtype.kind == "f" else labels
+        if self.fixed_objective == "classification":
+            known = labels[labels != (-1 if labels.dtype.kind in "iuf" else "")]
+        if len(known) < 2:
+            raise DataError(
+                f"y: {len(known)} sample(s) with a label among the source rows; fit needs at least 2"
+            )
+        if self.fixed_objective == "classification" and len(np.unique(known)) < 2:
+            raise DataError(
+                f"y: the source rows hold one class ({known[0]!r}); a classifier needs at least 2 classes"
+            )
+
     def fitted_model(self) -> TrainedModel:
         """The trained model (:class:`~crossfuse.predictor.TrainedModel`); refused before ``fit``."""
         if not hasattr(self, "model_"):
-            raise ConfigError("this MultimodalEstimator is not fitted yet: call fit(X, y, sample_domain)")
+            raise NotFitted(f"this {type(self).__name__} is not fitted yet: call fit(X, y, sample_domain)")
         return self.model_
 
     def predict(self, X: Any, sample_domain: Any = None) -> np.ndarray:
         """Class values (or predicted values, for a regression); ``sample_domain`` is not needed."""
-        return self.fitted_model().predict(self.split_modalities(X))
-
-    def predict_proba(self, X: Any, sample_domain: Any = None) -> np.ndarray:
-        """Class probabilities ``(N, n_classes)``, columns in the order of ``classes_``."""
-        return self.fitted_model().predict_proba(self.split_modalities(X))
+        model = self.fitted_model()
+        return model.predict(self.split_modalities(X))
 
     def score(self, X: Any, y: Any, sample_domain: Any = None) -> float:
         """Accuracy (classification) or R^2 (regression) on the rows whose label is known."""
@@ -250,6 +318,11 @@ class MultimodalClassifier(ClassifierMixin, MultimodalEstimator):
     masks one, as skada does)."""
 
     fixed_objective = "classification"
+
+    def predict_proba(self, X: Any, sample_domain: Any = None) -> np.ndarray:
+        """Class probabilities ``(N, n_classes)``, columns in the order of ``classes_``."""
+        model = self.fitted_model()
+        return model.predict_proba(self.split_modalities(X))
 
     def score(self, X: Any, y: Any, sample_domain: Any = None) -> float:
         return MultimodalEstimator.score(self, X, y, sample_domain)

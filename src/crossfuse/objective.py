@@ -8,6 +8,8 @@ so a saved model predicts in the user's units.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -59,9 +61,25 @@ class Classification(nn.Module):
         self.class_weights = torch.tensor(weights, dtype=torch.float32)
         return self
 
+    def weigh(self, given: Mapping[str, float], classes: list) -> Classification:
+        """Weigh each class by ``given[class value]`` (scikit-learn's ``class_weight`` as a dict; the
+        keys are the class values as text, a class left out weighs 1)."""
+        names = [str(c) for c in classes]
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"class_weight: no class {', '.join(map(repr, unknown))} (the classes: {', '.join(names)})"
+            )
+        bad = {k: v for k, v in given.items() if not (np.isfinite(v) and v >= 0)}
+        if bad or not any(given.get(n, 1.0) > 0 for n in names):
+            raise ConfigError(f"class_weight: weights must be finite, >= 0 and not all 0 (got {given})")
+        weights = [float(given.get(n, 1.0)) for n in names]
+        self.class_weights = torch.tensor(weights, dtype=torch.float32)
+        return self
+
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None):
         """``sum_i w_i a_{y_i} CE(outputs_i, y_i) / sum_i w_i a_{y_i}``, ``a`` the class weights
-        (:meth:`balance`; 1 by default)."""
+        (:meth:`balance`, :meth:`weigh`; 1 by default)."""
         if self.class_weights is not None:
             if self.class_weights.device != outputs.device:  # moved once, beside the logits
                 self.class_weights = self.class_weights.to(outputs.device)

@@ -290,13 +290,16 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         if config.class_weight != "none":
             raise ConfigError(f"class_weight {config.class_weight!r}: a regression has no classes to weigh")
         model.objective.fit(labels[split.source_train])
-    elif config.class_weight == "balanced":
+    elif config.class_weight != "none":
         if method.class_weight_refusal:
             raise ConfigError(
-                f"class_weight 'balanced': --transfer {config.transfer}: {method.class_weight_refusal}; "
-                "leave class_weight at none"
+                f"class_weight {config.class_weight!r}: --transfer {config.transfer}: "
+                f"{method.class_weight_refusal}; leave class_weight at none"
             )
-        model.objective.balance(labels[split.source_train], dataset.n_classes)
+        if config.class_weight == "balanced":
+            model.objective.balance(labels[split.source_train], dataset.n_classes)
+        else:
+            model.objective.weigh(config.class_weight, dataset.classes)
     start_method(
         method,
         model,

@@ -239,8 +239,8 @@ def read_labels(
             raise DataError(f"{path}: labels contain NaN or inf (use -1 for a missing label)")
         if not np.all(labels == np.round(labels)):
             raise DataError(
-                f"{path}: labels must be class values (integers or strings), found non-integer floats "
-                "(for regression, give --objective regression)"
+                f"{path}: labels must be class values (integers or strings), found continuous values "
+                "(non-integer floats; for regression, give --objective regression)"
             )
         labels = labels.astype(np.int64)
     if labels.dtype.kind == "b":

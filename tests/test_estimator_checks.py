@@ -1,0 +1,52 @@
+"""scikit-learn's own conformance checks (``check_estimator``) on both estimators: input validation with
+scikit-learn's errors and warnings, ``n_features_in_``, ``NotFittedError``, sparse and object inputs,
+dict class weights, pickling, idempotent fits, and the rest. Three epochs a fit keep it short; the checks
+that score a model (``check_classifiers_train``, ``check_class_weight_classifiers``, ...) pass with them.
+"""
+
+import numpy as np
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import crossfuse
+from crossfuse.errors import ConfigError
+from crossfuse.objective import Classification
+
+#: -1 marks a row without a label (skada's convention, which ``sample_domain`` follows), so an integer
+#: class -1 cannot be told from a missing label; string labels, or any other integers, work.
+MINUS_ONE_IS_UNLABELLED = {
+    "check_classifiers_classes": "an integer label -1 marks a row without a label (skada's convention)"
+}
+
+
+def expected_failures(estimator) -> dict[str, str]:
+    return MINUS_ONE_IS_UNLABELLED if isinstance(estimator, crossfuse.MultimodalClassifier) else {}
+
+
+@parametrize_with_checks(
+    [crossfuse.MultimodalClassifier(epochs=3), crossfuse.MultimodalRegressor(epochs=3)],
+    expected_failed_checks=expected_failures,
+)
+def test_scikit_learn_conformance(estimator, check):
+    check(estimator)
+
+
+def test_a_regressor_has_no_class_probabilities_and_predict_before_fit_is_refused_both_ways():
+    from sklearn.exceptions import NotFittedError
+
+    assert not hasattr(crossfuse.MultimodalRegressor(), "predict_proba")
+    x = np.zeros((4, 2))
+    for error in (NotFittedError, ConfigError):
+        with pytest.raises(error, match="this MultimodalClassifier is not fitted yet"):
+            crossfuse.MultimodalClassifier().predict(x)
+
+
+def test_class_weights_given_per_class_value_by_hand():
+    objective = Classification().weigh({"cat": 3.0, "ant": 0.5}, ["ant", "bee", "cat"])
+    assert objective.class_weights.tolist() == [0.5, 1.0, 3.0]  # a class left out weighs 1
+    with pytest.raises(ConfigError, match="class_weight: no class 'dog'"):
+        Classification().weigh({"dog": 2.0}, ["ant", "bee"])
+    with pytest.raises(ConfigError, match="not all 0"):
+        Classification().weigh({"ant": 0.0, "bee": 0.0}, ["ant", "bee"])
+    with pytest.raises(ConfigError, match=">= 0"):
+        Classification().weigh({"ant": -1.0}, ["ant", "bee"])
