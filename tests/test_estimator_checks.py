@@ -50,3 +50,21 @@ def test_class_weights_given_per_class_value_by_hand():
         Classification().weigh({"ant": 0.0, "bee": 0.0}, ["ant", "bee"])
     with pytest.raises(ConfigError, match=">= 0"):
         Classification().weigh({"ant": -1.0}, ["ant", "bee"])
+
+
+def test_a_data_frame_names_its_features_and_predict_checks_them(tmp_path):
+    pandas = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    frame = pandas.DataFrame(rng.normal(size=(60, 3)) + labels[:, None], columns=["age", "bmi", "bp"])
+    model = crossfuse.MultimodalClassifier(epochs=2).fit(frame, labels)
+    assert list(model.feature_names_in_) == ["age", "bmi", "bp"] and model.n_features_in_ == 3
+    assert model.predict(frame).shape == (60,)
+    with pytest.raises(ValueError, match="feature names should match"):
+        model.predict(frame.rename(columns={"bmi": "weight"}))
+    with pytest.raises(ValueError, match="X has 2 features, but MultimodalClassifier is expecting 3"):
+        model.predict(frame.to_numpy()[:, :2])
+    fitted_on_a_dict = crossfuse.MultimodalClassifier(epochs=2).fit({"v": frame.to_numpy()}, labels)
+    assert not hasattr(fitted_on_a_dict, "n_features_in_")
+    with pytest.raises(ValueError, match="fitted on a dict of arrays"):
+        fitted_on_a_dict.predict(frame.to_numpy())

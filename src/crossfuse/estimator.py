@@ -13,7 +13,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import DataConversionWarning, NotFittedError
-from sklearn.utils.validation import check_array
+from sklearn.utils.validation import check_array, validate_data
 
 from crossfuse.errors import ConfigError, CrossfuseError, DataError
 
@@ -141,17 +141,19 @@ class MultimodalEstimator(BaseEstimator):
         if isinstance(X, Mapping) and not sparse.issparse(X):  # (scipy's dok_matrix is a dict)
             if fitting:
                 self.__dict__.pop("n_features_in_", None)
+                self.__dict__.pop("feature_names_in_", None)
             return {str(m): numeric(a, f"X[{m!r}]", flat=False) for m, a in X.items()}
         if len(getattr(X, "shape", ())) > 2:
             raise DataError(f"X: a dict of arrays, or a 2-D array (rows x columns); got shape {X.shape}")
-        flat = numeric(X, "X", flat=True)  # a 1-D X: scikit-learn's "Reshape your data" message
-        if fitting:
-            self.n_features_in_ = flat.shape[1]
-        elif hasattr(self, "n_features_in_") and flat.shape[1] != self.n_features_in_:
-            raise DataError(
-                f"X has {flat.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input"
-            )
+        if not fitting and not hasattr(self, "n_features_in_"):
+            raise DataError("X: this estimator was fitted on a dict of arrays; give one again")
+        # scikit-learn's own validation: n_features_in_ (and feature_names_in_ for a data frame) set at
+        # fit and checked after; a 1-D X gets its "Reshape your data" message
+        flat = validate_data(
+            self, X, reset=fitting, accept_sparse=True, dtype="numeric", ensure_all_finite=False
+        )
+        if sparse.issparse(flat):
+            flat = flat.toarray()
         layout = self.modalities or {DEFAULT_MODALITY: flat.shape[1]}
         shapes = {m: (int(s),) if np.ndim(s) == 0 else tuple(int(v) for v in s) for m, s in layout.items()}
         widths = {m: math.prod(shape) for m, shape in shapes.items()}
