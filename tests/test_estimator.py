@@ -118,9 +118,9 @@ def test_the_readme_estimator_example_runs(capsys):
 def test_y_of_several_outputs_or_other_rows_is_refused_naming_y_or_x():
     x, labels, domain = shifted(40)
     with pytest.raises(
-        DataError, match=r"^y: expected one label a row, shape \(n_samples,\), found \(40, 3\)"
+        DataError, match=r"^y: expected one label a row, shape \(n_samples,\), found \(40, 3\)$"
     ):
-        crossfuse.MultimodalRegressor(epochs=1).fit(x["vector"], np.zeros((40, 3)), sample_domain=domain)
+        crossfuse.MultimodalClassifier(epochs=1).fit(x["vector"], np.zeros((40, 3)), sample_domain=domain)
     with pytest.raises(DataError, match=r"^X: modality 'vector' has 40 rows and y has 39"):
         crossfuse.MultimodalClassifier(epochs=1).fit(x, labels[:39], sample_domain=domain[:39])
     column = crossfuse.MultimodalClassifier(epochs=1).fit(x, labels[:, None], sample_domain=domain)

@@ -324,10 +324,14 @@ def export(
 
     model = load(run)
     model.export(out)
+    returns = (
+        f"the predicted values, one column a target ({model.n_targets})"
+        if model.objective == "regression"
+        else f"probabilities of the classes {model.classes}"
+    )
     typer.echo(
         f"exported to {out}: call torch.export.load('{out}').module()(*tensors) with float32 tensors for "
-        f"{', '.join(sorted(model.modalities))} (in that order, channels first); it returns probabilities of "
-        f"the classes {model.classes}"
+        f"{', '.join(sorted(model.modalities))} (in that order, channels first); it returns {returns}"
     )
 
 

@@ -231,10 +231,11 @@ class MultimodalEstimator(BaseEstimator):
                 stacklevel=2,
             )
             labels = labels[:, 0]
-        if labels.ndim != 1:
+        several = labels.ndim == 2 and self.fixed_objective != "classification"
+        if labels.ndim != 1 and not several:
             raise DataError(
-                f"y: expected one label a row, shape (n_samples,), found {labels.shape}; for several outputs "
-                "fit one estimator each: sklearn.multioutput.MultiOutputRegressor(MultimodalRegressor())"
+                f"y: expected one label a row, shape (n_samples,), found {labels.shape}"
+                + ("" if self.fixed_objective == "classification" else " or (n_samples, n_targets)")
             )
         n = len(labels)
         rows = {m: len(a) for m, a in arrays.items() if len(a) != n}
@@ -278,7 +279,11 @@ class MultimodalEstimator(BaseEstimator):
     def check_source_labels(self, labels: np.ndarray) -> None:
         """Refuse, before any file is written, source labels that leave nothing to learn: fewer than two
         known ones, or (for a classifier) a continuous target or a single class."""
-        known = labels[~np.isnan(labels)] if labels.dtype.kind == "f" else labels
+        if labels.dtype.kind == "f":
+            missing = np.isnan(labels)
+            known = labels[~(missing.any(1) if labels.ndim == 2 else missing)]
+        else:
+            known = labels
         if self.fixed_objective == "classification":
             known = labels[labels != (-1 if labels.dtype.kind in "iuf" else "")]
         if len(known) < 2:
@@ -299,7 +304,9 @@ class MultimodalEstimator(BaseEstimator):
     def predict(self, X: Any, sample_domain: Any = None) -> np.ndarray:
         """Class values (or predicted values, for a regression); ``sample_domain`` is not needed."""
         model = self.fitted_model()
-        return model.predict(self.split_modalities(X))
+        predicted = model.predict(self.split_modalities(X))
+        # a regression's float32 values as float64, scikit-learn's type for them (the same numbers)
+        return predicted.astype(np.float64) if model.objective == "regression" else predicted
 
     def score(self, X: Any, y: Any, sample_domain: Any = None) -> float:
         """Accuracy (classification) or R^2 (regression) on the rows whose label is known."""
@@ -309,6 +316,7 @@ class MultimodalEstimator(BaseEstimator):
             from sklearn.metrics import r2_score
 
             known = ~np.isnan(labels.astype(float))
+            known = known.all(1) if known.ndim == 2 else known
             return float(r2_score(labels[known], predicted[known]))
         known = labels != (-1 if labels.dtype.kind in "iu" else "")
         return float((predicted[known] == labels[known]).mean())
@@ -331,10 +339,16 @@ class MultimodalClassifier(ClassifierMixin, MultimodalEstimator):
 
 
 class MultimodalRegressor(RegressorMixin, MultimodalEstimator):
-    """:class:`MultimodalEstimator` for real values (scikit-learn's regressor type); ``score`` is R^2
-    over the rows whose value is not NaN."""
+    """:class:`MultimodalEstimator` for real values (scikit-learn's regressor type): ``y`` of shape
+    ``(n_samples,)`` or ``(n_samples, n_targets)``, one model for all targets; ``score`` is R^2 over the
+    rows whose value is not NaN (its mean over the targets)."""
 
     fixed_objective = "regression"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
 
     def score(self, X: Any, y: Any, sample_domain: Any = None) -> float:
         return MultimodalEstimator.score(self, X, y, sample_domain)

@@ -227,6 +227,7 @@ def build_model(
     regression_loss: str = "mse",
     modality_dropout: float = 0.0,
     missing_modalities: Sequence[str] = (),
+    n_targets: int = 1,
 ) -> MultimodalModel:
     """The default model for these modalities, with the user's own ``encoders`` where given.
 
@@ -256,18 +257,20 @@ def build_model(
     normalization
         How each modality's inputs are standardised (:mod:`crossfuse.normalize`).
     objective
-        ``'classification'`` (``n_classes`` logits) or ``'regression'`` (one value; ``n_classes`` is
-        ignored), with ``regression_loss`` ``'mse'`` or ``'l1'``.
+        ``'classification'`` (``n_classes`` logits) or ``'regression'`` (``n_targets`` values;
+        ``n_classes`` is ignored), with ``regression_loss`` ``'mse'`` or ``'l1'``.
     modality_dropout
         Probability that a training sample loses a modality (see :class:`MultimodalModel`).
     missing_modalities
         Modalities that some samples lack (every value NaN): each gets a learned placeholder.
+    n_targets
+        How many values a regression predicts for each sample.
     """
     from crossfuse.registry import FUSIONS
 
     if objective not in ("classification", "regression"):
         raise ConfigError(f"objective {objective!r}: choose classification or regression")
-    target = Regression(regression_loss) if objective == "regression" else Classification()
+    target = Regression(regression_loss, n_targets) if objective == "regression" else Classification()
     n_outputs = target.output_dim(n_classes)
 
     fusion_cls = FUSIONS.get_or_refuse(fusion, "fusion")

@@ -99,33 +99,43 @@ class Classification(nn.Module):
 
 
 class Regression(nn.Module):
-    """One real output per sample, trained on standardised targets.
+    """``k`` real outputs per sample (one by default), trained on standardised targets.
 
     The head predicts ``z``; the loss compares it with ``(y - mean) / std`` (``mean``, ``std`` of the
-    source training targets, :meth:`fit`), squared (``'mse'``, the default) or absolute (``'l1'``), so
-    the learning rate means the same whatever the targets' units; :meth:`predictions` gives
-    ``z std + mean`` in those units.
+    source training targets, :meth:`fit`, per target), squared (``'mse'``, the default) or absolute
+    (``'l1'``), so the learning rate means the same whatever the targets' units; :meth:`predictions`
+    gives ``z std + mean`` in those units. With several targets a row's loss is the mean over them of the
+    standardised differences, so each target counts alike whatever its unit.
     """
 
     kind = "regression"
 
-    def __init__(self, loss: str = "mse") -> None:
+    def __init__(self, loss: str = "mse", n_targets: int = 1) -> None:
         super().__init__()
         if loss not in REGRESSION_LOSSES:
             raise ConfigError(f"regression loss {loss!r}: choose from {', '.join(REGRESSION_LOSSES)}")
-        self.loss_kind = loss
-        self.register_buffer("mean", torch.zeros(()))
-        self.register_buffer("std", torch.ones(()))
+        if n_targets < 1:
+            raise ConfigError(f"a regression needs at least one target (got {n_targets})")
+        self.loss_kind, self.n_targets = loss, n_targets
+        # one target keeps scalar buffers: the layout of every model saved before several were possible
+        shape = () if n_targets == 1 else (n_targets,)
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
 
     def output_dim(self, n_classes: int) -> int:
-        return 1
+        return self.n_targets
 
     def fit(self, targets: np.ndarray) -> Regression:
-        """Set the target scaling from the source training targets."""
+        """Set the target scaling from the source training targets (``(N,)``, or ``(N, k)``)."""
         values = np.asarray(targets, dtype=np.float64)
-        std = float(values.std())
-        self.mean.fill_(float(values.mean()))
-        self.std.fill_(std if std > 0 else 1.0)
+        if self.n_targets == 1:
+            std = float(values.std())
+            self.mean.fill_(float(values.mean()))
+            self.std.fill_(std if std > 0 else 1.0)
+            return self
+        std = values.std(0)
+        self.mean.copy_(torch.from_numpy(values.mean(0)))
+        self.std.copy_(torch.from_numpy(np.where(std > 0, std, 1.0)))
         return self
 
     def standardise(self, targets: torch.Tensor) -> torch.Tensor:
@@ -136,18 +146,31 @@ class Regression(nn.Module):
         return weighted_mean(self.row_losses(outputs, targets), weights)
 
     def row_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """``(batch,)`` each row's squared or absolute difference, in standardised units."""
-        difference = outputs[:, 0] - self.standardise(targets.to(outputs.dtype))
-        return difference.pow(2) if self.loss_kind == "mse" else difference.abs()
+        """``(batch,)`` each row's squared or absolute difference, in standardised units (the mean over
+        the targets when there are several)."""
+        if self.n_targets == 1:
+            difference = outputs[:, 0] - self.standardise(targets.to(outputs.dtype))
+        else:
+            difference = outputs[:, : self.n_targets] - self.standardise(targets.to(outputs.dtype))
+        losses = difference.pow(2) if self.loss_kind == "mse" else difference.abs()
+        return losses if self.n_targets == 1 else losses.mean(1)
 
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Predicted values ``(batch, 1)`` in the targets' units."""
-        return outputs[:, :1] * self.std + self.mean
+        """Predicted values ``(batch, k)`` in the targets' units."""
+        return outputs[:, : self.n_targets] * self.std + self.mean
 
 
 def regression_metrics(predicted: np.ndarray, targets: np.ndarray) -> dict[str, float | None]:
     """MAE, RMSE, Pearson correlation and R^2 of ``predicted`` against ``targets`` (rows with a target);
-    ``None`` each when no row has one."""
+    ``None`` each when no row has one. With several targets (``(N, k)``), each metric's mean over the
+    targets (scikit-learn's ``multioutput='uniform_average'``; ``None`` where a target has none)."""
+    if np.ndim(targets) == 2:
+        predicted = np.asarray(predicted).reshape(targets.shape)
+        each = [regression_metrics(predicted[:, j], targets[:, j]) for j in range(targets.shape[1])]
+        return {
+            name: None if any(m[name] is None for m in each) else float(np.mean([m[name] for m in each]))
+            for name in each[0]
+        }
     known = ~np.isnan(targets)
     if not known.any():
         return {"mae": None, "rmse": None, "corr": None, "r2": None}

@@ -61,22 +61,26 @@ def predict_folder(model: TrainedModel, folder: str | Path, out: str | Path) -> 
 
 
 def predict_values(model: TrainedModel, root: Path, inputs: dict, out: Path) -> tuple[float | None, int]:
-    """A regression's table: ``row``, ``domain`` and ``label`` when present, the predicted ``prediction``;
-    returns the mean absolute error over the rows with a target (``None`` without targets)."""
+    """A regression's table: ``row``, ``domain`` and ``label`` when present, the predicted ``prediction``
+    (with ``k`` targets: ``label_j`` and ``prediction_j``, ``j = 0 .. k-1``); returns the mean absolute
+    error over the rows with a target (its mean over the targets; ``None`` without targets)."""
     values = model.predict(inputs)
     n = len(values)
+    several = values.ndim == 2
     columns: dict[str, list] = {"row": list(range(n))}
     if (root / "domains.npy").exists():
         columns["domain"] = as_domain_names(load_array(root / "domains.npy"), root / "domains.npy").tolist()
     error = None
     if (root / "labels.npy").exists():
         targets = load_array(root / "labels.npy").astype(np.float64)
-        if targets.shape != (n,):
-            raise DataError(f"{root / 'labels.npy'}: expected shape ({n},), found {targets.shape}")
-        columns["label"] = ["" if np.isnan(v) else v for v in targets]
-        known = ~np.isnan(targets)
+        if targets.shape != values.shape:
+            raise DataError(f"{root / 'labels.npy'}: expected shape {values.shape}, found {targets.shape}")
+        for j, column in enumerate(targets.T if several else [targets]):
+            columns[f"label_{j}" if several else "label"] = ["" if np.isnan(v) else v for v in column]
+        known = ~np.isnan(targets).any(1) if several else ~np.isnan(targets)
         error = float(np.abs(values[known] - targets[known]).mean()) if known.any() else None
-    columns["prediction"] = [f"{v:.6g}" for v in values]
+    for j, column in enumerate(values.T if several else [values]):
+        columns[f"prediction_{j}" if several else "prediction"] = [f"{v:.6g}" for v in column]
     write_table(out, columns)
     return error, n
 

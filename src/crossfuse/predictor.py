@@ -45,6 +45,7 @@ def model_card(config, dataset, model) -> dict[str, Any]:
         "classes": dataset.classes if dataset.objective == "classification" else [],
         "objective": dataset.objective,
         "regression_loss": config.regression_loss,
+        "n_targets": dataset.n_targets,
         "modality_dropout": config.modality_dropout,
         # the modalities with a learned placeholder for the samples that lack them
         "placeholders": sorted(model.placeholders),
@@ -78,6 +79,8 @@ class TrainedModel:
         self.where = where
         self.classes = list(card["classes"])
         self.objective = card.get("objective", "classification")
+        #: How many values a regression predicts a sample (1 for a classifier).
+        self.n_targets = int(card.get("n_targets", 1))
         self.modalities = {m: tuple(spec["shape"]) for m, spec in card["modalities"].items()}
 
     def prepare(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -139,7 +142,8 @@ class TrainedModel:
         """The most probable class of each sample, in the label values of the training data (the
         predicted value for a regression)."""
         if self.objective == "regression":
-            return self.outputs(inputs, batch_size)[:, 0]
+            values = self.outputs(inputs, batch_size)
+            return values[:, 0] if values.shape[1] == 1 else values
         index = self.predict_proba(inputs, batch_size).argmax(1)
         return np.array(self.classes, dtype=object if isinstance(self.classes[0], str) else None)[index]
 
@@ -148,7 +152,7 @@ class TrainedModel:
 
         Load it with ``torch.export.load(path).module()`` and call it with one float32 tensor a modality,
         in sorted modality order (:attr:`modalities`), channels first; it returns the class probabilities
-        (the predicted values ``(N, 1)`` for a regression).
+        (the predicted values ``(N, k)`` for a regression of ``k`` targets).
         ``model.json`` beside the run names the classes.
         """
         names = sorted(self.modalities)
@@ -216,6 +220,7 @@ def load(run: str | Path) -> TrainedModel:
         regression_loss=card.get("regression_loss", "mse"),
         modality_dropout=card.get("modality_dropout", 0.0),
         missing_modalities=card.get("placeholders", []) if not card.get("modality_dropout") else (),
+        n_targets=card.get("n_targets", 1),
     )
     try:
         model.load_state_dict(load_file(str(weights_path)))

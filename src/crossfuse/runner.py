@@ -138,6 +138,7 @@ def build_model(config: RunConfig, dataset: MultimodalDataset) -> MultimodalMode
         regression_loss=config.regression_loss,
         modality_dropout=config.modality_dropout,
         missing_modalities=modalities_with_missing_rows(dataset.modalities),
+        n_targets=dataset.n_targets,
     )
 
 
@@ -464,7 +465,7 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
     best_oracle = (min(oracle) if regression else max(oracle)) if oracle else None
     if regression:
         val_targets = labels[split.source_val]
-        baseline = float(np.abs(val_targets - labels[split.source_train].mean()).mean())
+        baseline = float(np.abs(val_targets - labels[split.source_train].mean(0)).mean())
         warnings = regression_warnings(result.history, chosen, baseline)
         measures = {
             f"target_{k}": v for k, v in regression_metrics(target_probabilities, target_labels).items()

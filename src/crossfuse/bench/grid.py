@@ -179,8 +179,11 @@ def _run_one(spec: RunSpec, base: dict[str, Any], run_dir: str) -> dict | None:
 
 def outcome(metrics: dict) -> str:
     """One run's result in a progress line."""
-    accuracy = metrics.get("target_accuracy")
-    line = "target " + ("n/a" if accuracy is None else f"{accuracy:.4f}")
+    accuracy, error = metrics.get("target_accuracy"), metrics.get("target_mae")
+    if accuracy is None and error is not None:  # a regression
+        line = f"target MAE {error:.4g}"
+    else:
+        line = "target " + ("n/a" if accuracy is None else f"{accuracy:.4f}")
     return line + (f" (flagged: {metrics['warnings'][0]})" if metrics.get("warnings") else "")
 
 

@@ -62,6 +62,11 @@ class MultimodalDataset:
     unread_domains: tuple[str, ...] = ()
 
     @property
+    def n_targets(self) -> int:
+        """How many values a regression predicts a row (the columns of ``labels``); 1 otherwise."""
+        return self.labels.shape[1] if self.objective == "regression" and self.labels.ndim == 2 else 1
+
+    @property
     def n_classes(self) -> int:
         if self.objective == "regression":
             return 1
@@ -77,7 +82,8 @@ class MultimodalDataset:
     def labelled(self) -> np.ndarray:
         """``(N,)`` whether each row has a label (class index ``>= 0``; a regression target not NaN)."""
         if self.objective == "regression":
-            return ~np.isnan(self.labels)
+            known = ~np.isnan(self.labels)
+            return known if known.ndim == 1 else known.all(1)  # a row has all its targets or none
         return self.labels >= 0
 
     @property

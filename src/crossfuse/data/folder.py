@@ -214,20 +214,30 @@ def read_labels(
     For classification: class indices ``(N,)`` (``-1`` where a label is missing). Labels may be any
     integers (``-1`` = missing) or strings (``""`` = missing); integer-valued floats are integers. For
     regression (``objective='regression'``, or ``'auto'`` with float labels that have a fractional part):
-    float targets, NaN where missing, and no classes.
+    float targets, NaN where missing, and no classes. ``(N, k)`` labels are ``k`` regression targets a
+    sample, all of a row's given or none (a row of NaN has no target).
     """
     labels = load_array(path)
-    if labels.ndim != 1:
-        several = labels.ndim == 2 and labels.shape[1] > 1
-        raise DataError(
-            f"{path}: expected shape (N,), one label a sample, found {labels.shape}"
-            + (
-                "; for several regression targets, run one a target (a labels.npy each), or use "
-                "MultiOutputRegressor(crossfuse.MultimodalRegressor()) from scikit-learn"
-                if several
-                else ""
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        if objective == "classification":
+            raise DataError(
+                f"{path}: {labels.shape[1]} label columns are regression targets; a classification takes "
+                "one label a sample, shape (N,)"
             )
-        )
+        if n is not None and len(labels) != n:
+            raise DataError(f"{path}: has {len(labels)} labels but the modalities have {n} samples")
+        targets = read_targets(labels, path)
+        missing = np.isnan(targets)
+        partial = np.flatnonzero(missing.any(1) & ~missing.all(1))
+        if len(partial):
+            raise DataError(
+                f"{path}: sample {partial[0]} has {int(missing[partial[0]].sum())} of its "
+                f"{labels.shape[1]} targets missing ({len(partial)} such samples): give every target of a "
+                "sample, or none (NaN in every column)"
+            )
+        return targets, None, "regression"
+    if labels.ndim != 1:
+        raise DataError(f"{path}: expected shape (N,), one label a sample, found {labels.shape}")
     if n is not None and len(labels) != n:
         raise DataError(f"{path}: has {len(labels)} labels but the modalities have {n} samples")
     if len(labels) == 0:

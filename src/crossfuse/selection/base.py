@@ -30,7 +30,9 @@ class Evidence:
 
     @property
     def val_errors(self) -> np.ndarray:
-        """Per-row absolute error of a regression's predictions."""
+        """Per-row absolute error of a regression's predictions (the mean over its targets)."""
+        if self.val_labels.ndim == 2:
+            return np.abs(self.val_probabilities - self.val_labels).mean(1)
         return np.abs(self.val_probabilities[:, 0] - self.val_labels)
 
     @property

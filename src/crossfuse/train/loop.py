@@ -137,7 +137,11 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def mean_absolute_error(predicted: np.ndarray, targets: np.ndarray) -> float | None:
-    """Mean absolute error of regression predictions ``(N, 1)`` over the rows with a target (not NaN)."""
+    """Mean absolute error of regression predictions ``(N, k)`` over the rows with a target (not NaN);
+    with several targets (``targets`` of shape ``(N, k)``), its mean over them."""
+    if targets.ndim == 2:
+        known = ~np.isnan(targets).any(1)
+        return float(np.abs(predicted[known] - targets[known]).mean()) if known.any() else None
     known = ~np.isnan(targets)
     if not known.any():
         return None

@@ -190,10 +190,12 @@ class DomainMixup(TransferMethod):
         ``z~ = lambda z_s + (1 - lambda) z^_t``, ``z^_t`` the model's detached prediction on the target
         sample (``target_labels`` other than ``'none'``) or 0, the source mean (``'none'``)."""
         objective = model.objective
+        columns = slice(0, 1) if objective.n_targets == 1 else slice(0, objective.n_targets)
+        lam = lam if objective.n_targets == 1 else lam[:, None]
         mixed_target = lam * objective.standardise(labels.to(mixed_out.dtype))
         if self.target_labels != "none":
-            mixed_target = mixed_target + (1 - lam) * target_out[:, 0].detach()
-        difference = mixed_out[:, 0] - mixed_target
+            mixed_target = mixed_target + (1 - lam) * target_out[:, columns].squeeze(1).detach()
+        difference = mixed_out[:, columns].squeeze(1) - mixed_target
         mixed_loss = (difference.pow(2) if objective.loss_kind == "mse" else difference.abs()).mean()
         source_loss, mixup_loss = objective.loss(source_out, labels), self.weight * ramp * mixed_loss
         self.note_loss_parts(source=source_loss, mixup=mixup_loss)
