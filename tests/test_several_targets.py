@@ -123,3 +123,15 @@ def test_the_regressor_fits_several_targets_as_one_model():
     predicted = fitted.predict(x[60:])
     assert predicted.shape == (60, 2) and predicted.dtype == np.float64
     assert fitted.score(x[60:], y[60:]) > 0.3
+
+
+def test_columns_of_whole_numbers_are_not_guessed_to_be_targets(tmp_path):
+    folder, targets = two_target_folder(tmp_path / "f")
+    np.save(folder / "labels.npy", (targets > np.median(targets, 0)).astype(np.int64))  # multi-label?
+    options = dict(data=str(folder), source=["a"], target=["b"], epochs=1)
+    with pytest.raises(DataError, match="2 columns of whole numbers; give --objective regression"):
+        run_experiment(load_config(None, options), None, log=lambda _: None)
+    metrics = run_experiment(
+        load_config(None, {**options, "objective": "regression"}), None, log=lambda _: None
+    )
+    assert metrics["objective"] == "regression"

@@ -227,6 +227,14 @@ def read_labels(
         if n is not None and len(labels) != n:
             raise DataError(f"{path}: has {len(labels)} labels but the modalities have {n} samples")
         targets = read_targets(labels, path)
+        known = targets[~np.isnan(targets)]
+        if objective == "auto" and np.array_equal(known, np.round(known)):
+            # whole numbers in several columns may be several class labels a sample: not guessed
+            raise DataError(
+                f"{path}: {labels.shape[1]} columns of whole numbers; give --objective regression to read "
+                "them as regression targets (several class labels a sample, multi-label classification, "
+                "is not supported)"
+            )
         missing = np.isnan(targets)
         partial = np.flatnonzero(missing.any(1) & ~missing.all(1))
         if len(partial):
