@@ -105,3 +105,26 @@ def test_report_refuses_a_missing_or_malformed_results_file(tmp_path):
     (tmp_path / "results.csv").write_text("fusion,seed\nlate,0\n")
     with pytest.raises(DataError, match="missing columns"):
         build_report(tmp_path)
+
+
+def test_a_regression_grid_reports_errors_and_their_change_against_source_only(tmp_path):
+    fields = ["task", "fusion", "transfer", "seed", "target_mae", "oracle_target_mae", "source_val_mae"]
+    fields += ["target_r2", "selection", "train_seconds"]
+    fields += ["target_accuracy", "oracle_target_accuracy", "source_val_accuracy"]  # empty, as a run writes
+    maes = {("source-only", 0): 10.0, ("source-only", 1): 12.0, ("dann", 0): 9.0, ("dann", 1): 12.5}
+    out = tmp_path / "bench"
+    out.mkdir()
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for (transfer, seed), mae in maes.items():
+            writer.writerow(
+                dict(task="t", fusion="late", transfer=transfer, seed=seed, target_mae=mae,
+                     oracle_target_mae=mae, source_val_mae=1.0, target_r2=0.5, selection="source-val",
+                     train_seconds=1.0)
+            )  # fmt: skip
+    text = build_report(out).read_text()
+    assert "| target acc |" not in text and "Every run is a regression" in text
+    # dann - source-only per seed: -1.0 and +0.5, mean -0.25, std 0.75
+    assert "| t | late | -0.25 ± 0.75 |" in text
+    assert "No source-only baseline" not in text

@@ -75,24 +75,46 @@ def gains(summary) -> dict[tuple[str, str], dict[str, float]]:
     return {key: {t: g[0] for t, g in value.items()} for key, value in gains_with_spread(summary).items()}
 
 
-def gains_with_spread(summary) -> dict[tuple[str, str], dict[str, tuple[float, float]]]:
-    """``(task, fusion) -> transfer -> (mean, std)`` of the per-seed gain over the source-only run of the
-    same seed (seeds without a source-only run are left out of the spread)."""
+def gains_with_spread(
+    summary, metric: str = "target_accuracy"
+) -> dict[tuple[str, str], dict[str, tuple[float, float]]]:
+    """``(task, fusion) -> transfer -> (mean, std)`` of the per-seed gain in ``metric`` over the
+    source-only run of the same seed (seeds without a source-only run are left out of the spread); for a
+    regression's ``target_mae`` the change of the error (negative: adaptation lowered it)."""
     result: dict = defaultdict(dict)
     for (task, fusion, transfer), metrics in summary.items():
         baseline = summary.get((task, fusion, "source-only"))
-        if baseline is None or transfer == "source-only" or np.isnan(metrics["target_accuracy"]).all():
+        if baseline is None or transfer == "source-only" or np.isnan(metrics[metric]).all():
             continue
-        mean = np.nanmean(metrics["target_accuracy"]) - np.nanmean(baseline["target_accuracy"])
-        by_seed = dict(zip(baseline["seed"], baseline["target_accuracy"], strict=True))
-        paired = [
-            a - by_seed[s]
-            for s, a in zip(metrics["seed"], metrics["target_accuracy"], strict=True)
-            if s in by_seed
-        ]
+        mean = np.nanmean(metrics[metric]) - np.nanmean(baseline[metric])
+        by_seed = dict(zip(baseline["seed"], baseline[metric], strict=True))
+        seeds = zip(metrics["seed"], metrics[metric], strict=True)
+        paired = [a - by_seed[s] for s, a in seeds if s in by_seed]
         spread = float(np.nanstd(paired)) if paired else float("nan")
         result[(task, fusion)][transfer] = (float(mean), spread)
     return result
+
+
+def error_change_section(summary) -> list[str]:
+    """A regression's counterpart of the gains: each method's target MAE minus source-only's, per seed."""
+    changes = gains_with_spread(summary, "target_mae")
+    if not changes:
+        return []
+    transfers = sorted({t for c in changes.values() for t in c})
+    lines = [
+        "",
+        "Target MAE minus source-only's, same seed (negative: adaptation lowered the error), mean ± std:",
+        "",
+        "| task | fusion | " + " | ".join(transfers) + " |",
+        "| --- | --- |" + " --- |" * len(transfers),
+    ]
+    for key in sorted(changes):
+        cells = [
+            f"{changes[key][t][0]:+.3g} ± {changes[key][t][1]:.2g}" if t in changes[key] else "–"
+            for t in transfers
+        ]
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_gains(gain_table, path: Path) -> None:
@@ -196,7 +218,10 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
         "| s/run | flagged |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for key in sorted(summary):
+    regression = [key for key in sorted(summary) if not np.isnan(summary[key]["target_mae"]).all()]
+    if len(regression) == len(summary):  # no classifier: the regression table below is the results
+        lines = lines[:-2] + ["Every run is a regression: see *Regression runs*."]
+    for key in sorted(set(summary) - set(regression)):
         m = summary[key]
         lines.append(
             f"| {key[0]} | {key[1]} | {key[2]} | {len(m['seed'])} | {_pm(m['target_accuracy'])} | "
@@ -206,7 +231,6 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
         )
     lines += held_out_section(out, rows)
     lines += unbalanced_section(summary)
-    regression = [key for key in sorted(summary) if not np.isnan(summary[key]["target_mae"]).all()]
     if regression:
         lines += [
             "",
@@ -223,6 +247,7 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
                 f"{_pm(m['oracle_target_mae'], 1.0, 2)} | {_pm(m['source_val_mae'], 1.0, 2)} | "
                 f"{_pm(m['target_r2'], 1.0, 3)} |"
             )
+        lines += error_change_section(summary)
     lines += ["", "## Gain over source-only", ""]
     if gain_table:
         transfers = sorted({t for g in gain_table.values() for t in g})
@@ -250,6 +275,8 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
             lines.append("No transfer method beats source-only by 2 points or more on this grid.")
         plot_gains(spread_table, out / "gains.png")
         lines += ["", "![gains](gains.png)"]
+    elif regression:
+        lines.append("Regression runs only: see the change of their error above.")
     else:
         lines.append("No source-only baseline in the grid, so no gains can be computed.")
     plot_a_distance(summary, out / "a_distance.png")
