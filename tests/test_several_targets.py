@@ -135,3 +135,15 @@ def test_columns_of_whole_numbers_are_not_guessed_to_be_targets(tmp_path):
         load_config(None, {**options, "objective": "regression"}), None, log=lambda _: None
     )
     assert metrics["objective"] == "regression"
+
+
+def test_selection_weighs_each_target_by_its_spread_by_hand():
+    from crossfuse.selection.base import Evidence
+
+    labels = np.array([[100.0, 0.0], [300.0, 1.0], [200.0, 2.0]])  # spreads 81.6 and 0.816
+    predicted = labels + [[10.0, 0.1], [0.0, 0.0], [-20.0, 0.3]]
+    evidence = Evidence(val_probabilities=predicted, val_labels=labels, kind="regression")
+    expected = (np.abs(predicted - labels) / labels.std(0)).mean(1)
+    assert np.allclose(evidence.val_errors, expected)
+    one = Evidence(val_probabilities=predicted[:, :1], val_labels=labels[:, 0], kind="regression")
+    assert np.array_equal(one.val_errors, [10.0, 0.0, 20.0])  # one target: raw units, as before

@@ -14,8 +14,8 @@ class Evidence:
     the unlabelled target rows (when the criterion ``needs_target``), and the validation rows'
     importance weights ``p_t / p_s`` (when it ``needs_weights``). Never a target label.
 
-    ``val_probabilities`` are class probabilities ``(N, C)``, or predicted values ``(N, 1)`` when
-    ``kind`` is ``'regression'``.
+    ``val_probabilities`` are class probabilities ``(N, C)``, or predicted values ``(N, 1)`` (``(N, k)``
+    with ``val_labels`` ``(N, k)`` for several targets) when ``kind`` is ``'regression'``.
     """
 
     val_probabilities: np.ndarray
@@ -30,9 +30,13 @@ class Evidence:
 
     @property
     def val_errors(self) -> np.ndarray:
-        """Per-row absolute error of a regression's predictions (the mean over its targets)."""
+        """Per-row absolute error of a regression's predictions; with several targets, the mean over them
+        of each error over its target's spread on these rows, so that a target of large values does not
+        decide the selection alone."""
         if self.val_labels.ndim == 2:
-            return np.abs(self.val_probabilities - self.val_labels).mean(1)
+            spread = self.val_labels.std(0)
+            spread = np.where(spread > 0, spread, 1.0)
+            return (np.abs(self.val_probabilities - self.val_labels) / spread).mean(1)
         return np.abs(self.val_probabilities[:, 0] - self.val_labels)
 
     @property
