@@ -14,12 +14,6 @@ scikit-learn style estimator (``fit(X, y, sample_domain)``). Names are imported 
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("crossfuse")
-except PackageNotFoundError:  # a source tree that is not installed
-    __version__ = "0+unknown"
 
 _EXPORTS = {
     # running and using models
@@ -81,4 +75,11 @@ __all__ = ["__version__", *_EXPORTS]
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
+    if name == "__version__":  # read on first use: importlib.metadata took 40 ms of `import crossfuse`
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("crossfuse")
+        except PackageNotFoundError:  # a source tree that is not installed
+            return "0+unknown"
     raise AttributeError(f"module 'crossfuse' has no attribute {name!r}")
