@@ -7,7 +7,7 @@ import torch
 
 import crossfuse
 from crossfuse.config import load_config
-from crossfuse.errors import DataError
+from crossfuse.errors import ConfigError, DataError
 from crossfuse.objective import Regression, regression_metrics
 from crossfuse.registry import TRANSFERS
 from crossfuse.runner import run_experiment
@@ -147,3 +147,17 @@ def test_selection_weighs_each_target_by_its_spread_by_hand():
     assert np.allclose(evidence.val_errors, expected)
     one = Evidence(val_probabilities=predicted[:, :1], val_labels=labels[:, 0], kind="regression")
     assert np.array_equal(one.val_errors, [10.0, 0.0, 20.0])  # one target: raw units, as before
+
+
+def test_a_users_model_must_predict_as_many_values_as_the_data_has_targets(tmp_path):
+    from crossfuse.model import build_model
+    from crossfuse.runner import run
+
+    folder, _ = two_target_folder(tmp_path / "f")
+    config = load_config(None, dict(data=str(folder), source=["a"], target=["b"], epochs=1))
+    shapes = {"vec": (4,), "seq": (5, 3)}
+    one = build_model(shapes, 1, objective="regression", hidden_dim=8)
+    with pytest.raises(ConfigError, match="predicts 1 value.s. a sample, the data has 2 targets"):
+        run(config, None, log=lambda _: None, model=one)
+    two = build_model(shapes, 1, objective="regression", hidden_dim=8, n_targets=2)
+    assert run(config, None, log=lambda _: None, model=two).metrics()["target_mae"] is not None

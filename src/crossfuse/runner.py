@@ -285,6 +285,12 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         raise ConfigError(
             f"the model predicts for {model.objective.kind}, the data's labels are for {dataset.objective}"
         )
+    predicted = getattr(model.objective, "n_targets", 1) if dataset.objective == "regression" else 1
+    if predicted != dataset.n_targets:
+        raise ConfigError(
+            f"the model predicts {predicted} value(s) a sample, the data has {dataset.n_targets} targets "
+            f"(build it with crossfuse.objective.Regression(n_targets={dataset.n_targets}))"
+        )
     if dataset.objective == "regression":
         if not method.supports_regression:
             raise ConfigError(f"--transfer {config.transfer}: {method.regression_refusal}")

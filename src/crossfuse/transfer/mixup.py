@@ -190,8 +190,9 @@ class DomainMixup(TransferMethod):
         ``z~ = lambda z_s + (1 - lambda) z^_t``, ``z^_t`` the model's detached prediction on the target
         sample (``target_labels`` other than ``'none'``) or 0, the source mean (``'none'``)."""
         objective = model.objective
-        columns = slice(0, 1) if objective.n_targets == 1 else slice(0, objective.n_targets)
-        lam = lam if objective.n_targets == 1 else lam[:, None]
+        k = getattr(objective, "n_targets", 1)  # a user's own objective may predict one value
+        columns = slice(0, 1) if k == 1 else slice(0, k)
+        lam = lam if k == 1 else lam[:, None]
         mixed_target = lam * objective.standardise(labels.to(mixed_out.dtype))
         if self.target_labels != "none":
             mixed_target = mixed_target + (1 - lam) * target_out[:, columns].squeeze(1).detach()
