@@ -68,3 +68,10 @@ def test_a_data_frame_names_its_features_and_predict_checks_them(tmp_path):
     assert not hasattr(fitted_on_a_dict, "n_features_in_")
     with pytest.raises(ValueError, match="fitted on a dict of arrays"):
         fitted_on_a_dict.predict(frame.to_numpy())
+
+
+def test_a_configuration_file_keys_class_weights_by_integer_class_values(tmp_path):
+    from crossfuse.config import load_config
+
+    (tmp_path / "run.yaml").write_text("class_weight:\n  0: 1000\n  1: 0.5\n")
+    assert load_config(tmp_path / "run.yaml", {}).class_weight == {"0": 1000.0, "1": 0.5}

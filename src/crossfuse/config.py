@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from crossfuse.errors import ConfigError
 
@@ -47,6 +47,13 @@ class RunConfig(BaseModel):
     fusion_options: dict[str, Any] = Field(default_factory=dict)
     transfer_options: dict[str, Any] = Field(default_factory=dict)
     target_shots: int | None = Field(None, ge=1)
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def class_values_as_text(cls, value: Any) -> Any:
+        """``{0: 1000, 1: 0.5}`` (a YAML file's or scikit-learn's integer class values) keyed by text, as
+        the classes are matched."""
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
 
     def train_settings(self):
         """The :class:`~crossfuse.train.loop.TrainSettings` part of this configuration."""
