@@ -12,21 +12,8 @@ import crossfuse
 from crossfuse.errors import ConfigError
 from crossfuse.objective import Classification
 
-#: -1 marks a row without a label (skada's convention, which ``sample_domain`` follows), so an integer
-#: class -1 cannot be told from a missing label; string labels, or any other integers, work.
-MINUS_ONE_IS_UNLABELLED = {
-    "check_classifiers_classes": "an integer label -1 marks a row without a label (skada's convention)"
-}
 
-
-def expected_failures(estimator) -> dict[str, str]:
-    return MINUS_ONE_IS_UNLABELLED if isinstance(estimator, crossfuse.MultimodalClassifier) else {}
-
-
-@parametrize_with_checks(
-    [crossfuse.MultimodalClassifier(epochs=3), crossfuse.MultimodalRegressor(epochs=3)],
-    expected_failed_checks=expected_failures,
-)
+@parametrize_with_checks([crossfuse.MultimodalClassifier(epochs=3), crossfuse.MultimodalRegressor(epochs=3)])
 def test_scikit_learn_conformance(estimator, check):
     check(estimator)
 
@@ -75,3 +62,20 @@ def test_a_configuration_file_keys_class_weights_by_integer_class_values(tmp_pat
 
     (tmp_path / "run.yaml").write_text("class_weight:\n  0: 1000\n  1: 0.5\n")
     assert load_config(tmp_path / "run.yaml", {}).class_weight == {"0": 1000.0, "1": 0.5}
+
+
+def test_minus_one_is_a_class_on_source_rows_and_a_missing_label_on_target_rows():
+    """libsvm's {-1, +1} labels: -1 on a source row is a class; on a target row (skada's convention) it
+    masks the label."""
+    rng = np.random.default_rng(0)
+    y = np.where(rng.random(200) < 0.5, -1, 1)
+    x = rng.normal(size=(200, 3)) + 2.0 * y[:, None]
+    plain = crossfuse.MultimodalClassifier(epochs=3).fit(x, y)
+    assert list(plain.classes_) == [-1, 1] and set(plain.predict(x)) == {-1, 1}
+    assert plain.score(x, y) > 0.9  # the -1 rows count: they are a class
+    assert plain.predict_proba(x).shape == (200, 2)
+    domain = np.where(np.arange(200) < 100, 1, -2)
+    masked = np.where(domain > 0, y, -1)  # every target row masked
+    adapted = crossfuse.MultimodalClassifier(transfer="dann", epochs=3).fit(x, masked, sample_domain=domain)
+    assert list(adapted.classes_) == [-1, 1] and adapted.score(x[100:], y[100:]) > 0.9
+    assert adapted.result_.target_accuracy is None  # the masked target labels were not read as a class

@@ -65,7 +65,7 @@ class MultimodalEstimator(BaseEstimator):
     modality takes the next ``prod(shape)`` columns, reshaped), so that scikit-learn can index and split
     it. ``sample_domain`` follows skada: a positive integer ``k`` marks a row of source domain ``k``, a
     negative one a row of target domain ``-k``, whose label is not used for training (skada masks it
-    with ``-1``); without it every row is source. ``fit`` runs what ``crossfuse run`` runs on such a
+    with ``-1``; on a source row an integer ``-1`` is a class, as in libsvm's ``{-1, +1}``); without it every row is source. ``fit`` runs what ``crossfuse run`` runs on such a
     folder (the same checks, normalisation, label-free selection on 20% of the source rows), with the
     target rows as the unlabelled stream, and keeps the trained model in memory.
 
@@ -252,6 +252,7 @@ class MultimodalEstimator(BaseEstimator):
         targets = sorted({str(d) for d in names[domain < 0]})
         if not sources:
             raise DataError("sample_domain: no source row (a positive domain); nothing to learn from")
+        labels, self.label_values_ = self.minus_one_as_a_class(labels, domain)
         self.check_source_labels(labels[domain > 0])
         transfer = self.transfer_without_target() if not targets else self.transfer
         with tempfile.TemporaryDirectory(prefix="crossfuse-") as scratch:
@@ -274,7 +275,23 @@ class MultimodalEstimator(BaseEstimator):
             self.model_ = load(out)
         if self.model_.objective == "classification":
             self.classes_ = np.asarray(self.model_.classes)
+            if self.label_values_ is not None:
+                self.classes_ = self.label_values_[self.classes_]
         return self
+
+    def minus_one_as_a_class(self, labels: np.ndarray, domain: np.ndarray) -> tuple[np.ndarray, Any]:
+        """A classifier's integer labels with a ``-1`` on a source row (libsvm's ``{-1, +1}``): ``-1`` is
+        a class there, and marks a missing label only on a target row (skada's convention, which masks
+        target rows alone). Such labels are trained as the positions of their values among the classes
+        (a masked target row keeps ``-1``), and :meth:`predict` maps them back; returns the labels to
+        train on and the class values (``None`` when nothing was mapped)."""
+        if self.fixed_objective != "classification" or labels.dtype.kind not in "iu":
+            return labels, None
+        if not (labels[domain > 0] == -1).any():
+            return labels, None
+        masked = (domain < 0) & (labels == -1)
+        values = np.unique(labels[~masked])
+        return np.where(masked, -1, np.searchsorted(values, labels)), values
 
     def check_source_labels(self, labels: np.ndarray) -> None:
         """Refuse, before any file is written, source labels that leave nothing to learn: fewer than two
@@ -305,6 +322,8 @@ class MultimodalEstimator(BaseEstimator):
         """Class values (or predicted values, for a regression); ``sample_domain`` is not needed."""
         model = self.fitted_model()
         predicted = model.predict(self.split_modalities(X))
+        if getattr(self, "label_values_", None) is not None:  # positions among the classes, trained
+            return self.label_values_[predicted.astype(int)]
         # a regression's float32 values as float64, scikit-learn's type for them (the same numbers)
         return predicted.astype(np.float64) if model.objective == "regression" else predicted
 
@@ -318,6 +337,8 @@ class MultimodalEstimator(BaseEstimator):
             known = ~np.isnan(labels.astype(float))
             known = known.all(1) if known.ndim == 2 else known
             return float(r2_score(labels[known], predicted[known]))
+        if getattr(self, "label_values_", None) is not None:  # -1 is a class here
+            return float((predicted == labels).mean())
         known = labels != (-1 if labels.dtype.kind in "iu" else "")
         return float((predicted[known] == labels[known]).mean())
 
