@@ -65,9 +65,10 @@ class MultimodalEstimator(BaseEstimator):
     modality takes the next ``prod(shape)`` columns, reshaped), so that scikit-learn can index and split
     it. ``sample_domain`` follows skada: a positive integer ``k`` marks a row of source domain ``k``, a
     negative one a row of target domain ``-k``, whose label is not used for training (skada masks it
-    with ``-1``; on a source row an integer ``-1`` is a class, as in libsvm's ``{-1, +1}``); without it every row is source. ``fit`` runs what ``crossfuse run`` runs on such a
-    folder (the same checks, normalisation, label-free selection on 20% of the source rows), with the
-    target rows as the unlabelled stream, and keeps the trained model in memory.
+    with ``-1``; on a source row an integer ``-1`` is a class, as in libsvm's ``{-1, +1}``); without it
+    every row is source. ``fit`` runs what ``crossfuse run`` runs on such a folder (the same checks,
+    normalisation, label-free selection on 20% of the source rows), with the target rows as the
+    unlabelled stream, and keeps the trained model in memory.
 
     Parameters
     ----------
