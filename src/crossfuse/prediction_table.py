@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from crossfuse.data.folder import as_domain_names, load_array, read_modalities
+from crossfuse.data.folder import as_domain_names, column_as_vector, load_array, read_modalities
 from crossfuse.errors import DataError
 from crossfuse.predictor import TrainedModel
 
 
 def _label_values(path: Path, n: int) -> np.ndarray:
     """The raw labels of a prediction folder as comparable Python values (``None`` where missing)."""
-    raw = load_array(path)
+    raw = column_as_vector(load_array(path))
     if raw.shape != (n,):
         raise DataError(f"{path}: expected shape ({n},) to match the modalities, found {raw.shape}")
     if raw.dtype.kind in "US":
@@ -72,7 +72,7 @@ def predict_values(model: TrainedModel, root: Path, inputs: dict, out: Path) -> 
         columns["domain"] = as_domain_names(load_array(root / "domains.npy"), root / "domains.npy").tolist()
     error = None
     if (root / "labels.npy").exists():
-        targets = load_array(root / "labels.npy").astype(np.float64)
+        targets = column_as_vector(load_array(root / "labels.npy")).astype(np.float64)
         if targets.shape != values.shape:
             raise DataError(f"{root / 'labels.npy'}: expected shape {values.shape}, found {targets.shape}")
         for j, column in enumerate(targets.T if several else [targets]):

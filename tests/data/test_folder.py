@@ -192,3 +192,14 @@ def test_a_source_without_a_target_points_to_erm(tmp_path):
     with pytest.raises(DataError, match=r"give --source and --target \(domains: s, t\)$"):
         data.resolve_task(None, None, None)
     assert data.resolve_task(None, ["s"], None, require_target=False).target == ()
+
+
+def test_labels_saved_as_a_column_are_one_label_a_sample(tmp_path):
+    from crossfuse.data.folder import read_labels
+
+    np.save(tmp_path / "labels.npy", np.array([[3], [7], [3], [-1]]))
+    labels, classes, objective = read_labels(tmp_path / "labels.npy", 4)
+    assert objective == "classification" and classes == [3, 7] and labels.tolist() == [0, 1, 0, -1]
+    from crossfuse.prediction_table import _label_values
+
+    assert _label_values(tmp_path / "labels.npy", 4).tolist() == [3, 7, 3, None]  # crossfuse predict too

@@ -206,6 +206,11 @@ def read_targets(labels: np.ndarray, path: Path) -> np.ndarray:
     return values
 
 
+def column_as_vector(labels: np.ndarray) -> np.ndarray:
+    """Labels saved as one column (``y.reshape(-1, 1)``, a data frame's ``df[["y"]]``) as ``(N,)``."""
+    return labels[:, 0] if labels.ndim == 2 and labels.shape[1] == 1 else labels
+
+
 def read_labels(
     path: Path, n: int | None = None, objective: str = "auto"
 ) -> tuple[np.ndarray, list | None, str]:
@@ -217,7 +222,7 @@ def read_labels(
     float targets, NaN where missing, and no classes. ``(N, k)`` labels are ``k`` regression targets a
     sample, all of a row's given or none (a row of NaN has no target).
     """
-    labels = load_array(path)
+    labels = column_as_vector(load_array(path))
     if labels.ndim == 2 and labels.shape[1] > 1:
         if objective == "classification":
             raise DataError(
