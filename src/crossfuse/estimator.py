@@ -297,13 +297,13 @@ class MultimodalEstimator(BaseEstimator):
     def check_source_labels(self, labels: np.ndarray) -> None:
         """Refuse, before any file is written, source labels that leave nothing to learn: fewer than two
         known ones, or (for a classifier) a continuous target or a single class."""
-        if labels.dtype.kind == "f":
+        if self.fixed_objective == "classification":
+            known = labels[labels != (-1 if labels.dtype.kind in "iuf" else "")]
+        elif labels.dtype.kind == "f":
             missing = np.isnan(labels)
             known = labels[~(missing.any(1) if labels.ndim == 2 else missing)]
         else:
             known = labels
-        if self.fixed_objective == "classification":
-            known = labels[labels != (-1 if labels.dtype.kind in "iuf" else "")]
         if len(known) < 2:
             raise DataError(
                 f"y: {len(known)} sample(s) with a label among the source rows; fit needs at least 2"

@@ -206,25 +206,26 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
     summary = summarise(rows)
     gain_table = gains(summary)
     spread_table = gains_with_spread(summary)
+    regression = [key for key in sorted(summary) if not np.isnan(summary[key]["target_mae"]).all()]
+    classification = len(regression) < len(summary)  # else the regression table below is the results
+    selection = ", ".join(sorted({r["selection"] for r in rows}))
+    chosen = (
+        "Target accuracy is" if classification else "Every run is a regression; its target error is that of"
+    )
     lines = [
         "# crossfuse benchmark report",
         "",
-        f"{len(rows)} runs from `{out / 'results.csv'}`. Target accuracy is the checkpoint chosen without "
-        f"target labels (selection: {', '.join(sorted({r['selection'] for r in rows}))}); **oracle** is the "
-        "best epoch by target labels, shown only for reference. Values are mean ± standard deviation over "
-        "seeds, in %.",
-        "",
-        "| task | fusion | transfer | seeds | target acc | oracle target acc | source-val acc | proxy A-dist "
-        "| s/run | flagged |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"{len(rows)} runs from `{out / 'results.csv'}`. {chosen} the checkpoint chosen without target "
+        f"labels (selection: {selection}); **oracle** is the best epoch by target labels, shown only for "
+        "reference." + (" Values are mean ± standard deviation over seeds, in %." if classification else ""),
     ]
-    regression = [key for key in sorted(summary) if not np.isnan(summary[key]["target_mae"]).all()]
-    if len(regression) == len(summary):  # no classifier: the regression table below is the results
-        lines[2] = lines[2].replace(
-            "Target accuracy is", "Every run is a regression; its target error is that of"
-        )
-        lines[2] = lines[2].replace(" Values are mean ± standard deviation over seeds, in %.", "")
-        lines = lines[:-3]
+    if classification:
+        lines += [
+            "",
+            "| task | fusion | transfer | seeds | target acc | oracle target acc | source-val acc "
+            "| proxy A-dist | s/run | flagged |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
     for key in sorted(set(summary) - set(regression)):
         m = summary[key]
         lines.append(
