@@ -138,7 +138,11 @@ def run(
         ),
     ] = None,
     normalization: Annotated[
-        str, typer.Option(help=f"Input scaling: {_names(NORMALIZATIONS)}." + _default("normalization"))
+        str,
+        typer.Option(
+            help=f"Input scaling: {_names(NORMALIZATIONS)} (domain: each domain by its own statistics)."
+            + _default("normalization")
+        ),
     ] = None,
     weight_averaging: Annotated[
         str,

@@ -90,6 +90,10 @@ class MultimodalEstimator(BaseEstimator):
         ``None``, ``'balanced'`` (each source class weighs ``n / (K n_c)`` in the loss, as scikit-learn's
         ``class_weight='balanced'``; ``crossfuse run --class-weight``) or ``{class value: weight}`` (a
         class left out weighs 1), as scikit-learn takes it.
+    normalization
+        Input scaling (``crossfuse run --normalization``): ``'auto'``, ``'feature'``, ``'global'``,
+        ``'none'``, or ``'domain'``, each domain standardised by its own statistics; the model keeps the
+        target's, so that :meth:`predict` expects rows of the target's distribution.
 
     Attributes
     ----------
@@ -121,6 +125,7 @@ class MultimodalEstimator(BaseEstimator):
         out: str | Path | None = None,
         verbose: bool = False,
         class_weight: str | Mapping[Any, float] | None = None,
+        normalization: str = "auto",
     ) -> None:
         self.fusion, self.transfer, self.selection = fusion, transfer, selection
         self.modalities = modalities
@@ -129,6 +134,7 @@ class MultimodalEstimator(BaseEstimator):
         self.fusion_options, self.transfer_options = fusion_options, transfer_options
         self.seed, self.device, self.out, self.verbose = seed, device, out, verbose
         self.class_weight = class_weight
+        self.normalization = normalization
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -178,6 +184,7 @@ class MultimodalEstimator(BaseEstimator):
             "fusion": self.fusion,
             "transfer": transfer,
             "selection": self.selection,
+            "normalization": self.normalization,
             "objective": self.fixed_objective or self.objective,
             "seed": self.seed,
             "device": self.device,

@@ -161,14 +161,26 @@ class MultimodalModel(nn.Module):
         dropped[every, kept[every]] = False
         return dropped
 
-    def fit_normalizers(self, inputs: Mapping[str, Any]) -> None:
+    def fit_normalizers(self, inputs: Mapping[str, Any], target: Mapping[str, Any] | None = None) -> None:
         """Fit each modality's input standardisation on training rows (numpy arrays), leaving out the
-        samples that lack the modality."""
+        samples that lack the modality; a per-domain one (``'domain'``) on the unlabelled ``target``
+        rows, whose statistics the model keeps (the source rows are mapped onto them beforehand:
+        :func:`crossfuse.data.domain_moments.match_source_moments`)."""
         from crossfuse.data.missing import present_rows
 
         for m, normalizer in self.normalizers.items():
-            if isinstance(normalizer, Standardize):
+            if not isinstance(normalizer, Standardize):
+                continue
+            if normalizer.mode != "domain":
                 normalizer.fit(present_rows(inputs[m]))
+                continue
+            rows = present_rows(target[m]) if target is not None else inputs[m][:0]
+            if len(rows) == 0:
+                raise ConfigError(
+                    f"normalization 'domain' standardises modality {m!r} by the target's own rows, and no "
+                    "unlabelled target row has it (use auto, feature or global)"
+                )
+            normalizer.fit(rows)
 
     def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.fusion(features)

@@ -22,6 +22,16 @@
   dominate (the reason text models use tf-idf or standardised counts). Measured on a synthetic
   bag-of-words corpus (0.75% nonzero), source-only read 71.2 per feature against 66.4 global; the pixel
   vectors of the suite are 41-52% nonzero and keep their global scale.
+- ``'domain'``: each domain standardised by its own statistics, of the kind ``'auto'`` picks for the
+  target's values (per-domain standardisation; cepstral mean and variance normalisation per speaker in
+  speech, Viikki & Laurila 1998; AdaBN at the input, Li et al., "Revisiting Batch Normalization For
+  Practical Domain Adaptation", 2016). The model keeps the target's statistics, fitted on the unlabelled
+  target rows, and :func:`crossfuse.data.domain_moments.match_source_moments` maps each source domain's
+  rows onto them before training, ``x' = (x - mean_d) / scale_d * scale_T + mean_T``, so that every
+  domain reaches the encoders standardised by its own moments. It undoes a shift that is an affine change
+  of each feature (another instrument's gain and offset, another speaker's voice), and it is wrong when
+  the classes' shares differ between the domains: the moments then move because the classes did, and
+  matching them moves the classes (measured in the README's *Per-domain standardisation*).
 - ``'none'``: the identity.
 
 ``benchmarks/normalization.py`` measures the choice on several data sets.
@@ -52,8 +62,9 @@ SPARSE_SHARE = 0.05
 
 
 def resolve_normalization(mode: str, x: np.ndarray) -> str:
-    """The normalisation ``'auto'`` picks for training rows ``x`` of shape ``(N, *sample_shape)``."""
-    if mode != "auto":
+    """The normalisation ``'auto'`` (and ``'domain'``, of the same kind) picks for training rows ``x`` of
+    shape ``(N, *sample_shape)``."""
+    if mode not in ("auto", "domain"):
         return mode
     if x.ndim != 2 or x.size == 0:
         return "feature"
@@ -100,7 +111,8 @@ class Standardize(nn.Module):
     sample_shape
         Shape of one sample: ``(d,)``, ``(T, F)`` or ``(C, H, W)``.
     mode
-        ``'auto'``, ``'feature'``, ``'global'`` or ``'none'``; :attr:`kind` holds what ``fit`` chose.
+        ``'auto'``, ``'feature'``, ``'global'``, ``'domain'`` (fitted on the target's rows, see the module
+        docstring) or ``'none'``; :attr:`kind` holds what ``fit`` chose.
     """
 
     def __init__(self, sample_shape: tuple[int, ...], mode: str = "auto") -> None:

@@ -107,9 +107,10 @@ def prepare_task(
     config: RunConfig, unseen_target: bool | None = None
 ) -> tuple[MultimodalDataset, Task, TaskSplit]:
     """The dataset of ``config`` (only its chosen ``modalities``, when given), its task and the seeded
-    split of its rows; ``unseen_target`` for a domain-generalisation method (no target row is trained on,
-    and the task may have no target domain), by default what ``config``'s transfer method declares, so
-    that a finished run's split is found again (robustness, feature pictures)."""
+    split of its rows (each source domain's rows mapped onto the target's moments under
+    ``--normalization domain``); ``unseen_target`` for a domain-generalisation method (no target row is
+    trained on, and the task may have no target domain), by default what ``config``'s transfer method
+    declares, so that a finished run's split is found again (robustness, feature pictures)."""
     if unseen_target is None:
         method = TRANSFERS.get_or_refuse(config.transfer, "transfer")
         unseen_target = bool(getattr(method, "domain_generalization", False))
@@ -121,7 +122,12 @@ def prepare_task(
             raise ConfigError(f"modality {unknown[0]!r}: not in dataset {dataset.name!r} ({known})")
         dataset.modalities = {m: dataset.modalities[m] for m in config.modalities}
     task = dataset.resolve_task(config.task, config.source, config.target, require_target=not unseen_target)
-    return dataset, task, split_task(dataset, task, config.seed, unseen_target=unseen_target)
+    split = split_task(dataset, task, config.seed, unseen_target=unseen_target)
+    if config.normalization == "domain":
+        from crossfuse.data.domain_moments import match_source_moments
+
+        match_source_moments(dataset, task, split)
+    return dataset, task, split
 
 
 def build_model(config: RunConfig, dataset: MultimodalDataset) -> MultimodalModel:

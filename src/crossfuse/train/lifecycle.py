@@ -35,8 +35,9 @@ def start_method(
     """Everything before the first training step, in order: the model's input normalisation is fitted
     on the source rows, the method learns how many source domains there are (and, for a classifier given
     ``source_labels``, the share of each class among them), builds its parameters on the model's feature
-    sizes (:meth:`TransferMethod.setup`) and sees the training rows (:meth:`TransferMethod.prepare`)."""
-    model.fit_normalizers(source)
+    sizes (:meth:`TransferMethod.setup`) and sees the training rows (:meth:`TransferMethod.prepare`).
+    A per-domain normalisation (``'domain'``) is fitted on the target rows instead."""
+    model.fit_normalizers(source, target)
     method.n_source_domains = n_source_domains
     if source_labels is not None and model.objective.kind == "classification":
         known = np.asarray(source_labels, dtype=np.int64)
