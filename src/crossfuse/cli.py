@@ -307,13 +307,23 @@ def adapt(
     epochs: Annotated[int, typer.Option(help="Adaptation epochs.")] = 10,
     lr: Annotated[float, typer.Option(help="Learning rate of the source phase (SHOT uses a tenth).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seeds the adaptation.")] = 0,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="shot (SHOT's source-free phase), standardize (the input standardisation re-fitted on the "
+            "target's rows, no training) or standardize+shot."
+        ),
+    ] = "shot",
 ) -> None:
-    """Source-free adaptation (SHOT) of a trained model to a target folder: no source data needed."""
+    """Source-free adaptation (SHOT, or the target's own input statistics) of a trained model to a target
+    folder: no source data needed."""
     from crossfuse.source_free import adapt_run
 
-    accuracy, n = adapt_run(run, data, out, epochs=epochs, lr=lr, seed=seed)
-    where = f"adapted on {n} target rows; model in {out}"
-    typer.echo(where if accuracy is None else f"{where}; accuracy {accuracy:.4f} on the labelled rows")
+    score, n = adapt_run(run, data, out, epochs=epochs, lr=lr, seed=seed, method=method)
+    where = f"adapted ({method}) on {n} target rows; model in {out}"
+    regression = json.loads((out / "model.json").read_text()).get("objective") == "regression"
+    name = "mean absolute error" if regression else "accuracy"
+    typer.echo(where if score is None else f"{where}; {name} {score:.4f} on the labelled rows")
 
 
 @app.command()

@@ -138,9 +138,10 @@ class Standardize(nn.Module):
     def _pooled_axes(ndim: int) -> tuple[int, ...]:
         return {1: (0,), 2: (0, 1), 3: (0, 2, 3)}.get(ndim, (0,))
 
-    def fit(self, x: np.ndarray) -> Standardize:
-        """Fit the statistics on training rows ``x`` of shape ``(N, *sample_shape)``."""
-        self.kind = resolve_normalization(self.mode, x)
+    def fit(self, x: np.ndarray, kind: str | None = None) -> Standardize:
+        """Fit the statistics on training rows ``x`` of shape ``(N, *sample_shape)``, of ``kind`` when
+        given (``'feature'``, ``'global'`` or ``'none'``), else of the kind :attr:`mode` picks."""
+        self.kind = kind if kind is not None else resolve_normalization(self.mode, x)
         if self.kind == "none" or len(x) == 0:
             self.mean.zero_()
             self.std.fill_(1.0)

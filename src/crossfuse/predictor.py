@@ -227,4 +227,9 @@ def load(run: str | Path) -> TrainedModel:
     except Exception as error:
         first = str(error).strip().splitlines()[0]
         raise DataError(f"{weights_path}: does not match {card_path.name} ({first})") from None
+    for m, spec in card["modalities"].items():
+        # The statistics come with the weights; the kind they are of ('feature', 'global') with the card,
+        # so that re-fitting them on other rows (crossfuse adapt --method standardize) keeps it.
+        if "normalization" in spec and hasattr(model.normalizers[m], "kind"):
+            model.normalizers[m].kind = spec["normalization"]
     return TrainedModel(model, card, where=str(root))
