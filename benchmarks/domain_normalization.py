@@ -20,7 +20,8 @@ selection, mean ± std over the seeds (FSDD: over the six speakers and the seeds
 
 A second table is the same idea without the source data and without training: each ``source-only``
 run's model (``auto``) scored on every row of its target domain, then ``crossfuse adapt --method
-standardize`` (its input standardisation re-fitted on those rows) scored on them again.
+standardize`` (its input standardisation re-fitted on those rows) scored on them again. A third is a
+regression: scikit-learn's diabetes data by sex (``benchmarks/diabetes.py``), target mean absolute error.
 
     python benchmarks/domain_normalization.py --seeds 0 1 2 --jobs 2 --out runs/domain-normalization
 """
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from diabetes import write_diabetes  # noqa: E402
 from digits_halves import write_digits_halves  # noqa: E402
 from fsdd_speakers import write_fsdd_folder  # noqa: E402
 from label_shift import write_cancer, write_wine  # noqa: E402
@@ -68,13 +70,13 @@ def write_recalibrated_cancer(root: Path, seed: int = 0) -> Path:
 
 
 def crossfuse_run(data: str, source: list[str], target: str, method: str, mode: str, seed: int, out: Path):
-    """Target accuracy of ``crossfuse run`` in its own process (unless ``out`` finished)."""
+    """``metrics.json`` of ``crossfuse run`` in its own process (unless ``out`` finished)."""
     if not (out / "metrics.json").exists():
         command = [sys.executable, "-m", "crossfuse", "run", "--data", data, "--target", target]
         command += ["--transfer", method, "--normalization", mode, "--seed", str(seed), "--out", str(out)]
         command += ["--source", ",".join(source)] if source else []
         subprocess.run(command, check=True, capture_output=True)
-    return json.loads((out / "metrics.json").read_text())["target_accuracy"]
+    return json.loads((out / "metrics.json").read_text())
 
 
 def target_folder(data: str, target: str, root: Path) -> Path:
@@ -95,7 +97,9 @@ def target_folder(data: str, target: str, root: Path) -> Path:
 
         dataset = load_folder(Path(data))
         rows = dataset.domains == target
-    labels = np.asarray(dataset.classes)[dataset.labels[rows]]
+    labels = dataset.labels[rows]
+    if dataset.objective == "classification":
+        labels = np.asarray(dataset.classes)[labels]
     dataset.modalities = {m: x[rows] for m, x in dataset.modalities.items()}
     dataset.labels, dataset.domains = labels, dataset.domains[rows]
     write_folder(dataset, root)
@@ -103,17 +107,49 @@ def target_folder(data: str, target: str, root: Path) -> Path:
 
 
 def source_free(run: Path, folder: Path, out: Path) -> tuple[float, float]:
-    """Accuracy of ``run``'s model on every row of ``folder``, before and after ``crossfuse adapt
-    --method standardize``."""
+    """Accuracy (a regression: mean absolute error) of ``run``'s model on every row of ``folder``, before
+    and after ``crossfuse adapt --method standardize``."""
     import crossfuse
     from crossfuse.data.folder import read_modalities
     from crossfuse.source_free import adapt_run
 
     inputs, _ = read_modalities(folder)
     labels = np.load(folder / "labels.npy")
-    before = float(np.mean(crossfuse.load(run).predict(inputs).astype(str) == labels.astype(str)))
+    model = crossfuse.load(run)
+    predicted = model.predict(inputs)
+    if model.objective == "regression":
+        before = float(np.mean(np.abs(predicted.reshape(labels.shape) - labels)))
+    else:
+        before = float(np.mean(predicted.astype(str) == labels.astype(str)))
     after, _ = adapt_run(run, folder, out, method="standardize")
     return before, after
+
+
+def regression(out: Path, seeds: list[int]) -> None:
+    """Diabetes, source sex 1, target sex 2 (``benchmarks/diabetes.py``): target MAE of source-only
+    with each normalisation, and of the ``auto`` model before and after ``adapt --method standardize``."""
+    folder = write_diabetes(out / "diabetes")
+    rows = {mode: [] for mode in MODES}
+    before, after = [], []
+    for seed in seeds:
+        for mode in MODES:
+            run = out / "runs" / f"diabetes-source-only-{mode}-seed{seed}"
+            rows[mode].append(
+                crossfuse_run(str(folder), ["sex1"], "sex2", "source-only", mode, seed, run)["target_mae"]
+            )
+        target = target_folder(str(folder), "sex2", out / "targets" / "diabetes-sex2")
+        run = out / "runs" / f"diabetes-source-only-auto-seed{seed}"
+        pair = source_free(run, target, out / "adapted" / run.name)
+        before.append(pair[0])
+        after.append(pair[1])
+    cell = lambda values: f"{np.mean(values):.2f} ± {np.std(values):.2f}"  # noqa: E731
+    print("\ndiabetes (regression), source-only, target MAE (lower is better)")
+    print(
+        "| source-only, auto | source-only, domain | auto model, every target row "
+        "| after adapt --method standardize |"
+    )
+    print("| --- | --- | --- | --- |")
+    print(f"| {cell(rows['auto'])} | {cell(rows['domain'])} | {cell(before)} | {cell(after)} |", flush=True)
 
 
 def main() -> None:
@@ -166,7 +202,7 @@ def main() -> None:
             if not (out / "metrics.json").exists():
                 subprocess.run(command, check=True, capture_output=True)
             return job, json.loads((out / "metrics.json").read_text())["target_accuracy"]
-        return job, crossfuse_run(data, source, target, method, mode, seed, out)
+        return job, crossfuse_run(data, source, target, method, mode, seed, out)["target_accuracy"]
 
     with ThreadPoolExecutor(args.jobs) as pool:  # each run is its own process
         results = list(pool.map(one, jobs))
@@ -196,6 +232,7 @@ def main() -> None:
                 cells["before"].append(before)
                 cells["after"].append(after)
         print(f"| {name} | {percent(cells['before'])} | {percent(cells['after'])} |", flush=True)
+    regression(args.out, args.seeds)
 
 
 if __name__ == "__main__":
