@@ -19,6 +19,7 @@ import typer
 from typer.exceptions import Abort, Exit, TyperException
 
 from crossfuse.errors import CrossfuseError
+from crossfuse.startup import import_torch
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Multimodal fusion x cross-domain transfer."
@@ -190,6 +191,7 @@ def run(
     ] = None,
 ) -> None:
     """Train one fusion x transfer combination and report source-validation and target accuracy."""
+    import_torch()
     from crossfuse.config import load_config
     from crossfuse.runner import run as run_config
     from crossfuse.train.distributed import distributed_context
@@ -268,6 +270,7 @@ def predict(
     out: Annotated[Path, typer.Option(help="CSV file to write: one row a sample.")] = Path("predictions.csv"),
 ) -> None:
     """Predict every sample of a folder with a trained model; print accuracy when labels are there."""
+    import_torch()
     from crossfuse.prediction_table import predict_folder
     from crossfuse.predictor import load
 
@@ -287,6 +290,7 @@ def robustness(
     seed: Annotated[int, typer.Option(help="Seeds the noise.")] = 0,
 ) -> None:
     """Score a trained model with each modality missing and under rising noise (MultiBench's curves)."""
+    import_torch()
     from crossfuse.robustness_report import ROBUSTNESS, describe, measure_run, plot_curves
 
     result = measure_run(run, seed)
@@ -317,6 +321,7 @@ def adapt(
 ) -> None:
     """Source-free adaptation (SHOT, or the target's own input statistics) of a trained model to a target
     folder: no source data needed."""
+    import_torch()
     from crossfuse.source_free import adapt_run
 
     score, n = adapt_run(run, data, out, epochs=epochs, lr=lr, seed=seed, method=method)
@@ -334,6 +339,7 @@ def export(
     ),
 ) -> None:
     """Export a trained model for serving without crossfuse (``torch.export.load(FILE).module()``)."""
+    import_torch()
     from crossfuse.predictor import load
 
     model = load(run)

@@ -157,6 +157,9 @@ def _run_one(spec: RunSpec, base: dict[str, Any], run_dir: str) -> dict | None:
     """One run of the grid in this process; ``None`` when the benchmark was stopped before it began."""
     if _stop_event is not None and _stop_event.is_set():
         return None
+    from crossfuse.startup import import_torch
+
+    import_torch()  # the worker's first run: collector paused while torch loads (a no-op after)
     import torch
 
     torch.set_num_threads(1)
