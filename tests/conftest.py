@@ -51,6 +51,17 @@ def toy_arrays(shift: float = 1.5, n: int = 240, seed: int = 0):
     return labels, domains, vec, seq
 
 
+def gain_offset_arrays(seed: int, n: int = 400):
+    """Two classes in domains ``s`` (first half) and ``t``, whose vectors ``(n, 4)`` are ``0.5 x + 3`` of
+    the source's distribution (skada's ``conditional_shift`` in spirit): labels, domains, vectors."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    domains = np.where(np.arange(n) < n // 2, "s", "t")
+    x = rng.normal(size=(n, 4)) + np.where(labels == 1, 1.5, -1.5)[:, None]
+    x[domains == "t"] = 0.5 * x[domains == "t"] + 3.0
+    return labels, domains, x
+
+
 @pytest.fixture
 def toy_folder(tmp_path):
     """A small two-modality, two-domain folder with a learnable signal and a shift."""

@@ -10,7 +10,7 @@ import crossfuse
 from crossfuse.config import load_config
 from crossfuse.errors import ConfigError
 from crossfuse.runner import build, prepare_task
-from tests.conftest import toy_arrays, write_folder
+from tests.conftest import gain_offset_arrays, toy_arrays, write_folder
 
 
 def by_hand(x: np.ndarray, rows: np.ndarray, own: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -119,12 +119,7 @@ def test_missing_values_and_missing_samples_stay_missing(tmp_path):
 
 def test_it_undoes_a_gain_and_offset_that_the_default_does_not(tmp_path):
     """skada's conditional shift in spirit: the target is the source's distribution times 0.5, plus 3."""
-    rng = np.random.default_rng(1)
-    n = 400
-    labels = rng.integers(0, 2, n)
-    domains = np.where(np.arange(n) < n // 2, "s", "t")
-    x = rng.normal(size=(n, 4)) + np.where(labels == 1, 1.5, -1.5)[:, None]
-    x[domains == "t"] = 0.5 * x[domains == "t"] + 3.0
+    labels, domains, x = gain_offset_arrays(seed=1)
     folder = write_folder(tmp_path / "gain", {"x": x.astype(np.float32)}, labels, domains)
     accuracy = {}
     for mode in ("auto", "domain"):

@@ -10,21 +10,17 @@ import pytest
 import crossfuse
 from crossfuse.config import load_config
 from crossfuse.source_free import adapt_run
-from tests.conftest import write_folder
+from tests.conftest import gain_offset_arrays, write_folder
 from tests.test_cli import crossfuse as command
 
 
 def shifted_folders(tmp_path, regression: bool = False):
     """A training folder (domains ``s`` and ``t``, the target ``0.5 x + 3`` of the source's distribution;
     vectors ``x`` and counts ``n``) and a folder of the target rows alone."""
-    rng = np.random.default_rng(4)
-    size = 400
-    labels = rng.integers(0, 2, size)
-    domains = np.where(np.arange(size) < size // 2, "s", "t")
-    x = rng.normal(size=(size, 4)) + np.where(labels == 1, 1.5, -1.5)[:, None]
-    x[domains == "t"] = 0.5 * x[domains == "t"] + 3.0
-    counts = rng.poisson(4 + labels[:, None], size=(size, 3)).astype(np.float32)
-    y = x[:, :2].sum(1) + rng.normal(scale=0.1, size=size) if regression else labels
+    labels, domains, x = gain_offset_arrays(seed=4)
+    rng = np.random.default_rng(5)
+    counts = rng.poisson(4 + labels[:, None], size=(len(labels), 3)).astype(np.float32)
+    y = x[:, :2].sum(1) + rng.normal(scale=0.1, size=len(labels)) if regression else labels
     arrays = {"x": x.astype(np.float32), "n": counts}
     train = write_folder(tmp_path / "train", arrays, y, domains)
     rows = domains == "t"
