@@ -51,8 +51,9 @@ def match_source_moments(dataset: MultimodalDataset, task: Task, split: TaskSpli
                 f"normalization 'domain' standardises modality {name!r} by the target's own rows, and no "
                 "unlabelled target row has it (use auto, feature or global)"
             )
-        kind = Standardize(array.shape[1:], "domain").fit(target).kind
-        target_mean, target_scale = statistics(target, kind)
+        reference = Standardize(array.shape[1:], "domain").fit(target)  # what the model will keep
+        kind = reference.kind
+        target_mean, target_scale = reference.mean.double().numpy(), reference.std.double().numpy()
         mapped = array.astype(np.result_type(array.dtype, np.float32))  # a copy, of a float type
         for domain in task.source:
             own = split.source_train[dataset.domains[split.source_train] == domain]
