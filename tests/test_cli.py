@@ -103,10 +103,6 @@ BAD_RUNS = {
     "no task for folder": (lambda d, t: ["--data", d], "give --source and --target"),
     "missing folder": (lambda d, t: ["--data", t / "absent"], "absent: not a folder"),
     "unknown option": (lambda d, t: ["--colour", "red"], "--colour"),
-    "per-domain scaling without target rows": (
-        lambda d, t: ["--data", d, "--source", "a", "--transfer", "erm", "--normalization", "domain"],
-        "normalization 'domain' standardises each domain by its own rows",
-    ),
 }
 
 

@@ -144,16 +144,55 @@ def test_prediction_from_the_run_folder_uses_the_target_statistics(three_domains
     )
 
 
-def test_without_target_rows_it_is_refused(toy_folder):
-    """(The command's one line and exit status 2: ``tests/test_cli.py``'s bad runs.)"""
+def test_several_targets_are_each_mapped_by_their_own_training_rows(three_domains):
+    folder, vec = three_domains
     config = load_config(
-        None, {"data": str(toy_folder), "source": ["a"], "transfer": "erm", "normalization": "domain"}
+        None, {"data": str(folder), "source": ["a"], "target": ["b", "c"], "normalization": "domain"}
     )
-    with pytest.raises(ConfigError, match="normalization 'domain'.*without target rows"):
+    dataset, _, split = prepare_task(config)
+    for domain in ("a", "b", "c"):
+        rows = np.flatnonzero(dataset.domains == domain)
+        pool = split.source_train if domain == "a" else split.target_train
+        own = pool[dataset.domains[pool] == domain]
+        expected = by_hand(vec, rows, own, split.target_train)  # onto the pooled targets' moments
+        np.testing.assert_allclose(dataset.modalities["vec"][rows], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_without_target_rows_the_held_out_domain_is_standardised_by_its_scored_rows(three_domains):
+    """Domain generalisation: the reference is the pooled source; the held-out domain's own statistics
+    come from its scored rows (transductive: values, never labels)."""
+    folder, vec = three_domains
+    settings = {"data": str(folder), "source": ["a", "b"], "target": ["c"], "transfer": "erm"}
+    config = load_config(None, settings | {"normalization": "domain", "epochs": 1})
+    dataset, _, split = prepare_task(config)
+    assert len(split.target_train) == 0
+    for domain in ("a", "b", "c"):
+        rows = np.flatnonzero(dataset.domains == domain)
+        pool = split.target_test if domain == "c" else split.source_train
+        own = pool[dataset.domains[pool] == domain]
+        expected = by_hand(vec, rows, own, split.source_train)
+        np.testing.assert_allclose(dataset.modalities["vec"][rows], expected, rtol=1e-5, atol=1e-5)
+    lines = []
+    run = build(config, log=lines.append)
+    assert any("standardised by the statistics of its own scored rows" in line for line in lines)
+    reference = vec[split.source_train].astype(np.float64)
+    np.testing.assert_allclose(run.model.normalizers["vec"].mean.numpy(), reference.mean(0), atol=1e-4)
+    np.testing.assert_allclose(run.model.normalizers["vec"].std.numpy(), reference.std(0), rtol=1e-4)
+
+
+def test_a_modality_that_no_reference_row_has_is_refused(tmp_path):
+    labels, domains, vec, seq = toy_arrays()
+    seq = seq.astype(np.float32)
+    seq[domains == "b"] = np.nan  # no target row has its sequence
+    folder = write_folder(tmp_path / "lacking", {"vec": vec.astype(np.float32), "seq": seq}, labels, domains)
+    config = load_config(
+        None, {"data": str(folder), "source": ["a"], "target": ["b"], "normalization": "domain"}
+    )
+    with pytest.raises(ConfigError, match="modality 'seq' by the statistics of the unlabelled target rows"):
         prepare_task(config)
 
 
-def test_the_estimator_takes_it_and_refuses_it_without_target_rows():
+def test_the_estimator_takes_it_with_and_without_target_rows():
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 160)
     x = rng.normal(size=(160, 3)) + y[:, None] * 2.0
@@ -164,5 +203,5 @@ def test_the_estimator_takes_it_and_refuses_it_without_target_rows():
     )
     assert model.get_params()["normalization"] == "domain"
     assert model.score(x[domain < 0], y[domain < 0]) > 0.85
-    with pytest.raises(ValueError, match="normalization 'domain'"):
-        crossfuse.MultimodalClassifier(normalization="domain", epochs=1).fit(x, y)
+    pooled = crossfuse.MultimodalClassifier(normalization="domain", epochs=5).fit(x[:80], y[:80])
+    assert pooled.score(x[:80], y[:80]) > 0.85  # one source domain: its own statistics, as auto's

@@ -93,7 +93,7 @@ class MultimodalEstimator(BaseEstimator):
     normalization
         Input scaling (``crossfuse run --normalization``): ``'auto'``, ``'feature'``, ``'global'``,
         ``'none'``, or ``'domain'``, each domain standardised by its own statistics; the model keeps the
-        target's, so that :meth:`predict` expects rows of the target's distribution.
+        target's (without target rows, the source's), so that :meth:`predict` standardises rows by them.
 
     Attributes
     ----------

@@ -164,21 +164,18 @@ class MultimodalModel(nn.Module):
     def fit_normalizers(self, inputs: Mapping[str, Any], target: Mapping[str, Any] | None = None) -> None:
         """Fit each modality's input standardisation on training rows (numpy arrays), leaving out the
         samples that lack the modality; a per-domain one (``'domain'``) on the unlabelled ``target``
-        rows, whose statistics the model keeps (the source rows are mapped onto them beforehand:
-        :func:`crossfuse.data.domain_moments.match_source_moments`)."""
+        rows when there are any, whose statistics the model keeps (the other domains' rows are mapped
+        onto them beforehand: :func:`crossfuse.data.domain_moments.match_domain_moments`)."""
         from crossfuse.data.missing import present_rows
 
+        has_target = target is not None and any(len(x) for x in target.values())
         for m, normalizer in self.normalizers.items():
             if not isinstance(normalizer, Standardize):
                 continue
-            if normalizer.mode != "domain":
-                normalizer.fit(present_rows(inputs[m]))
-                continue
-            rows = present_rows(target[m]) if target is not None else inputs[m][:0]
-            if len(rows) == 0:
+            rows = present_rows(target[m] if normalizer.mode == "domain" and has_target else inputs[m])
+            if normalizer.mode == "domain" and len(rows) == 0:
                 raise ConfigError(
-                    f"normalization 'domain' standardises modality {m!r} by the target's own rows, and no "
-                    "unlabelled target row has it (use auto, feature or global)"
+                    f"normalization 'domain': no training row has modality {m!r} to standardise it by"
                 )
             normalizer.fit(rows)
 

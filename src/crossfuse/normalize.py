@@ -23,15 +23,15 @@
   bag-of-words corpus (0.75% nonzero), source-only read 71.2 per feature against 66.4 global; the pixel
   vectors of the suite are 41-52% nonzero and keep their global scale.
 - ``'domain'``: each domain standardised by its own statistics, of the kind ``'auto'`` picks for the
-  target's values (per-domain standardisation; cepstral mean and variance normalisation per speaker in
-  speech, Viikki & Laurila 1998; AdaBN at the input, Li et al., "Revisiting Batch Normalization For
-  Practical Domain Adaptation", 2016). The model keeps the target's statistics, fitted on the unlabelled
-  target rows, and :func:`crossfuse.data.domain_moments.match_source_moments` maps each source domain's
-  rows onto them before training, ``x' = (x - mean_d) / scale_d * scale_T + mean_T``, so that every
-  domain reaches the encoders standardised by its own moments. It undoes a shift that is an affine change
-  of each feature (another instrument's gain and offset, another speaker's voice), and it is wrong when
-  the classes' shares differ between the domains: the moments then move because the classes did, and
-  matching them moves the classes (measured in the README's *Per-domain standardisation*).
+  reference's values (per-domain standardisation; cepstral mean and variance normalisation per speaker
+  in speech, Viikki & Laurila 1998; AdaBN at the input, Li et al., "Revisiting Batch Normalization For
+  Practical Domain Adaptation", 2016). The model keeps the statistics of a reference (the unlabelled
+  target rows; without any, the source's), and :mod:`crossfuse.data.domain_moments` maps the other
+  domains' rows onto them before training, ``x' = (x - mean_d) / scale_d * scale_R + mean_R``, so that
+  every domain reaches the encoders standardised by its own moments. It undoes a shift that is an affine
+  change of each feature (another instrument's gain and offset, another speaker's voice), and it is wrong
+  when the classes' shares differ between the domains: the moments then move because the classes did,
+  and matching them moves the classes (measured in the README's *Per-domain standardisation*).
 - ``'none'``: the identity.
 
 ``benchmarks/normalization.py`` measures the choice on several data sets.

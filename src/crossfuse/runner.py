@@ -107,10 +107,11 @@ def prepare_task(
     config: RunConfig, unseen_target: bool | None = None
 ) -> tuple[MultimodalDataset, Task, TaskSplit]:
     """The dataset of ``config`` (only its chosen ``modalities``, when given), its task and the seeded
-    split of its rows (each source domain's rows mapped onto the target's moments under
-    ``--normalization domain``); ``unseen_target`` for a domain-generalisation method (no target row is
-    trained on, and the task may have no target domain), by default what ``config``'s transfer method
-    declares, so that a finished run's split is found again (robustness, feature pictures)."""
+    split of its rows (each domain's rows mapped onto one reference's moments under ``--normalization
+    domain``: :mod:`crossfuse.data.domain_moments`); ``unseen_target`` for a domain-generalisation
+    method (no target row is trained on, and the task may have no target domain), by default what
+    ``config``'s transfer method declares, so that a finished run's split is found again (robustness,
+    feature pictures)."""
     if unseen_target is None:
         method = TRANSFERS.get_or_refuse(config.transfer, "transfer")
         unseen_target = bool(getattr(method, "domain_generalization", False))
@@ -124,9 +125,9 @@ def prepare_task(
     task = dataset.resolve_task(config.task, config.source, config.target, require_target=not unseen_target)
     split = split_task(dataset, task, config.seed, unseen_target=unseen_target)
     if config.normalization == "domain":
-        from crossfuse.data.domain_moments import match_source_moments
+        from crossfuse.data.domain_moments import match_domain_moments
 
-        match_source_moments(dataset, task, split)
+        match_domain_moments(dataset, task, split)
     return dataset, task, split
 
 
@@ -282,6 +283,11 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
     if config.objective == "auto" and dataset.objective == "regression":
         log(
             "note: the labels are float values, so this is a regression (--objective classification: classes)"
+        )
+    if config.normalization == "domain" and len(split.target_train) == 0 and len(split.target_test):
+        log(
+            "note: --normalization domain without target rows to train on: each held-out domain is "
+            "standardised by the statistics of its own scored rows (their values, not their labels)"
         )
     model = model if model is not None else build_model(config, dataset)
     check_missing_modalities(dataset, model, log)
