@@ -127,3 +127,14 @@ def test_a_single_target_row_is_refused(tmp_path):
     one = write_folder(tmp_path / "one", {m: a[rows][:1] for m, a in arrays.items()}, labels[rows][:1], ["t"])
     with pytest.raises(crossfuse.DataError, match="modality '.*' is in 1 row"):
         adapt_run(run, one, tmp_path / "o", method="standardize")
+
+
+def test_a_loaded_model_standardizes_on_rows_in_memory_as_adapt_does(tmp_path):
+    train, target, arrays, rows, labels = shifted_folders(tmp_path)
+    run = train_source_only(train, tmp_path / "run")
+    adapt_run(run, target, tmp_path / "adapted", method="standardize")
+    in_memory = crossfuse.load(run)
+    inputs = {m: a[rows] for m, a in arrays.items()}
+    assert in_memory.standardize_on(inputs) == ["n", "x"]
+    from_folder = crossfuse.load(tmp_path / "adapted")
+    np.testing.assert_array_equal(in_memory.predict_proba(inputs), from_folder.predict_proba(inputs))

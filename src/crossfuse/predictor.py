@@ -126,6 +126,16 @@ class TrainedModel:
             )
         return prepared
 
+    def standardize_on(self, inputs: Mapping[str, Any]) -> list[str]:
+        """Re-fit the model's input standardisation on the rows of ``inputs`` (another domain's, at least
+        two rows a modality), each modality keeping its kind of statistics, so that later predictions
+        standardise that domain by its own moments: ``crossfuse adapt --method standardize`` in memory.
+        Returns the modalities re-fitted (not those standardised with ``'none'`` or by a module of the
+        user's own)."""
+        from crossfuse.source_free import restandardize
+
+        return restandardize(self.model, self.prepare(inputs), self.where)
+
     def outputs(self, inputs: Mapping[str, Any], batch_size: int = 512) -> np.ndarray:
         """Class probabilities ``(N, n_classes)``, or predicted values ``(N, 1)`` for a regression."""
         from crossfuse.train.loop import predict
