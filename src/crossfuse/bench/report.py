@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from crossfuse.bench.grid import REQUIRED_COLUMNS  # noqa: E402
 from crossfuse.bench.protocol import held_out_section  # noqa: E402
+from crossfuse.bench.settings_note import non_default_settings  # noqa: E402
 from crossfuse.errors import DataError  # noqa: E402
 
 GAIN_THRESHOLD = 0.02
@@ -219,6 +220,7 @@ def build_report(out: Path, feature_picture: bool = True) -> Path:
         f"labels (selection: {selection}); **oracle** is the best epoch by target labels, shown only for "
         "reference." + (" Values are mean ± standard deviation over seeds, in %." if classification else ""),
     ]
+    lines += non_default_settings(out)
     if classification:
         lines += [
             "",
