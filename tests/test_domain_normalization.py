@@ -205,3 +205,13 @@ def test_the_estimator_takes_it_with_and_without_target_rows():
     assert model.score(x[domain < 0], y[domain < 0]) > 0.85
     pooled = crossfuse.MultimodalClassifier(normalization="domain", epochs=5).fit(x[:80], y[:80])
     assert pooled.score(x[:80], y[:80]) > 0.85  # one source domain: its own statistics, as auto's
+
+
+def test_an_estimator_standardizes_on_a_new_domains_rows():
+    labels, domains, x = gain_offset_arrays(seed=6)
+    source, target = domains == "s", domains == "t"
+    model = crossfuse.MultimodalClassifier(epochs=5).fit(x[source], labels[source])
+    before = model.score(x[target], labels[target])
+    assert model.standardize_on(x[target]) is model
+    after = model.score(x[target], labels[target])
+    assert after > 0.9 and after > before + 0.2

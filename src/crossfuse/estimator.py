@@ -326,6 +326,13 @@ class MultimodalEstimator(BaseEstimator):
             raise NotFitted(f"this {type(self).__name__} is not fitted yet: call fit(X, y, sample_domain)")
         return self.model_
 
+    def standardize_on(self, X: Any) -> MultimodalEstimator:
+        """Re-fit the fitted model's input standardisation on the rows of ``X`` (another domain's, at
+        least two), each modality keeping its kind of statistics, so that :meth:`predict` standardises
+        that domain by its own moments (``crossfuse adapt --method standardize``); returns ``self``."""
+        self.fitted_model().standardize_on(self.split_modalities(X))
+        return self
+
     def predict(self, X: Any, sample_domain: Any = None) -> np.ndarray:
         """Class values (or predicted values, for a regression); ``sample_domain`` is not needed."""
         model = self.fitted_model()
