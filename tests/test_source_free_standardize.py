@@ -138,3 +138,25 @@ def test_a_loaded_model_standardizes_on_rows_in_memory_as_adapt_does(tmp_path):
     assert in_memory.standardize_on(inputs) == ["n", "x"]
     from_folder = crossfuse.load(tmp_path / "adapted")
     np.testing.assert_array_equal(in_memory.predict_proba(inputs), from_folder.predict_proba(inputs))
+
+
+def test_predict_standardize_scores_a_folder_by_its_own_statistics(tmp_path, monkeypatch, capsys):
+    train, target, _, _, _ = shifted_folders(tmp_path)
+    run = train_source_only(train, tmp_path / "run")
+    weights = (run / "model.safetensors").read_bytes()
+    scores = {}
+    for flag in ([], ["--standardize"]):
+        out = tmp_path / f"p{len(flag)}.csv"
+        code, printed, err = command(
+            monkeypatch, capsys, "predict", run, "--data", target, "--out", out, *flag
+        )
+        assert code == 0, err
+        scores[bool(flag)] = float(printed.split("accuracy ")[1].split()[0])
+    adapted, _ = adapt_run(run, target, tmp_path / "adapted", method="standardize")
+    assert scores[True] == pytest.approx(adapted, abs=1e-4)  # the same statistics as adapt's
+    assert scores[True] > scores[False] + 0.2
+    assert (run / "model.safetensors").read_bytes() == weights  # the run folder is left as it was
+    code, _, err = command(
+        monkeypatch, capsys, "predict", run, "--data", tmp_path / "nowhere", "--standardize"
+    )
+    assert code == 2 and "nowhere: not a folder" in err

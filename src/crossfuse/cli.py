@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import Abort, Exit, TyperException
 
-from crossfuse.errors import CrossfuseError
+from crossfuse.errors import CrossfuseError, DataError
 from crossfuse.startup import import_torch
 
 app = typer.Typer(
@@ -268,13 +268,25 @@ def predict(
         Path, typer.Option(help="Folder with modalities/<name>.npy; labels.npy and domains.npy optional.")
     ],
     out: Annotated[Path, typer.Option(help="CSV file to write: one row a sample.")] = Path("predictions.csv"),
+    standardize: Annotated[
+        bool,
+        typer.Option(
+            help="Standardise the folder's rows by their own statistics first (its domain's moments, as "
+            "crossfuse adapt --method standardize; the run folder is not changed)."
+        ),
+    ] = False,
 ) -> None:
     """Predict every sample of a folder with a trained model; print accuracy when labels are there."""
     import_torch()
+    from crossfuse.data.folder import read_modalities
     from crossfuse.prediction_table import predict_folder
     from crossfuse.predictor import load
 
     model = load(run)
+    if standardize:
+        if not data.is_dir():
+            raise DataError(f"{data}: not a folder (it needs modalities/<name>.npy)")
+        model.standardize_on(read_modalities(data)[0])
     score, n = predict_folder(model, data, out)
     where = f"{n} predictions written to {out}"
     name = "mean absolute error" if model.objective == "regression" else "accuracy"
