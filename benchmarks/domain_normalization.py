@@ -24,6 +24,8 @@ standardize`` (its input standardisation re-fitted on those rows) scored on them
 regression: scikit-learn's diabetes data by sex (``benchmarks/diabetes.py``), target mean absolute error.
 
     python benchmarks/domain_normalization.py --seeds 0 1 2 --jobs 2 --out runs/domain-normalization
+    python benchmarks/domain_normalization.py --methods coral mcc mixup vada iwdan \
+        --data-sets "digits halves" "USPS -> MNIST" --out runs/domain-normalization
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/domain-normalization"))
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--data-sets", nargs="+", help="names as the table prints them (default: all)")
     args = parser.parse_args()
     from crossfuse.errors import DataError
 
@@ -183,11 +187,16 @@ def main() -> None:
         tasks["AV-Digits (default task)"] = [("av-digits", [], "default")]
     except DataError as error:
         print(f"USPS -> MNIST, FSDD and AV-Digits left out: {error}")
+    if args.data_sets:
+        unknown = sorted(set(args.data_sets) - set(tasks))
+        if unknown:
+            parser.error(f"--data-sets {unknown[0]!r}: choose from {', '.join(map(repr, tasks))}")
+        tasks = {name: runs for name, runs in tasks.items() if name in args.data_sets}
     jobs = [
         (name, i, method, mode, seed)
         for name, runs in tasks.items()
         for i in range(len(runs))
-        for method in METHODS
+        for method in args.methods
         for mode in MODES
         for seed in args.seeds
     ]
@@ -212,12 +221,14 @@ def main() -> None:
     print(
         f"target accuracy (%), default settings but --normalization, seeds {args.seeds}, label-free selection"
     )
-    columns = [(method, mode) for method in METHODS for mode in MODES]
+    columns = [(method, mode) for method in args.methods for mode in MODES]
     print("| data set | " + " | ".join(f"{method}, {mode}" for method, mode in columns) + " |")
     print("| --- |" + " --- |" * len(columns))
     for name, cells in table.items():
         print(f"| {name} | " + " | ".join(percent(cells[column]) for column in columns) + " |", flush=True)
 
+    if "source-only" not in args.methods:
+        return
     print("\nsource-free: the source-only (auto) model on every target row, before and after")
     print("crossfuse adapt --method standardize (no training, no source data)")
     print("| data set | source-only model | adapt --method standardize |")
@@ -232,7 +243,8 @@ def main() -> None:
                 cells["before"].append(before)
                 cells["after"].append(after)
         print(f"| {name} | {percent(cells['before'])} | {percent(cells['after'])} |", flush=True)
-    regression(args.out, args.seeds)
+    if not args.data_sets:
+        regression(args.out, args.seeds)
 
 
 if __name__ == "__main__":
