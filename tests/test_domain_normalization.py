@@ -66,7 +66,12 @@ def test_the_model_keeps_the_target_statistics_and_standardises_each_domain_by_i
         None,
         {"data": str(folder), "source": ["a", "b"], "target": ["c"], "normalization": "domain", "epochs": 1},
     )
-    run = build(config, log=lambda _: None)
+    lines = []
+    run = build(config, log=lines.append)
+    assert (
+        "note: --normalization domain: each of 2 source domain(s) standardised by its own statistics, "
+        "the model keeping the target's statistics" in lines
+    )
     normalizer = run.model.normalizers["vec"]
     target = vec[run.split.target_train].astype(np.float64)
     assert normalizer.kind == "feature"
@@ -174,7 +179,7 @@ def test_without_target_rows_the_held_out_domain_is_standardised_by_its_scored_r
         np.testing.assert_allclose(dataset.modalities["vec"][rows], expected, rtol=1e-5, atol=1e-5)
     lines = []
     run = build(config, log=lines.append)
-    assert any("standardised by the statistics of its own scored rows" in line for line in lines)
+    assert any("each held-out domain by the statistics of its own scored rows" in line for line in lines)
     reference = vec[split.source_train].astype(np.float64)
     np.testing.assert_allclose(run.model.normalizers["vec"].mean.numpy(), reference.mean(0), atol=1e-4)
     np.testing.assert_allclose(run.model.normalizers["vec"].std.numpy(), reference.std(0), rtol=1e-4)

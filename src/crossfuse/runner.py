@@ -255,6 +255,26 @@ class Run:
         return self.dataset.rows(indices)
 
 
+def domain_normalization_note(task: Task, split: TaskSplit) -> str:
+    """What ``--normalization domain`` did to a run's domains, in one line for its log."""
+    if len(split.target_train):
+        targets = "the target's" if len(task.target) == 1 else f"the {len(task.target)} targets' pooled"
+        return (
+            f"note: --normalization domain: each of {len(task.source)} source domain(s)"
+            + (" and each target domain" if len(task.target) > 1 else "")
+            + f" standardised by its own statistics, the model keeping {targets} statistics"
+        )
+    return (
+        f"note: --normalization domain without target rows to train on: each of {len(task.source)} source "
+        "domain(s) standardised by its own statistics, the model keeping the pooled source's statistics"
+        + (
+            "; each held-out domain by the statistics of its own scored rows (their values, not their labels)"
+            if len(split.target_test)
+            else ""
+        )
+    )
+
+
 def refuse_one_class(dataset: MultimodalDataset, task: Task, source_labels: np.ndarray) -> None:
     """Refuse, in one line, source training rows whose labels are all one class: a classifier learns
     nothing from them, and its target accuracy would only be that class's share of the target."""
@@ -284,11 +304,8 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         log(
             "note: the labels are float values, so this is a regression (--objective classification: classes)"
         )
-    if config.normalization == "domain" and len(split.target_train) == 0 and len(split.target_test):
-        log(
-            "note: --normalization domain without target rows to train on: each held-out domain is "
-            "standardised by the statistics of its own scored rows (their values, not their labels)"
-        )
+    if config.normalization == "domain":
+        log(domain_normalization_note(task, split))
     model = model if model is not None else build_model(config, dataset)
     check_missing_modalities(dataset, model, log)
     filled_values = check_missing_values(dataset, model, log)
