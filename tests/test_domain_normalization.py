@@ -220,3 +220,23 @@ def test_an_estimator_standardizes_on_a_new_domains_rows():
     assert model.standardize_on(x[target]) is model
     after = model.score(x[target], labels[target])
     assert after > 0.9 and after > before + 0.2
+
+
+@pytest.mark.parametrize("targets", [[], ["t", "u"]])
+def test_counts_keep_one_scale_when_the_model_is_fitted_on_mapped_rows(tmp_path, targets):
+    """Without target rows (the pooled source is the reference) or with several targets (mapped target
+    rows), the model's statistics come from mapped values, which are no longer integers: it keeps the
+    kind the domains were mapped with, one scale for counts."""
+    rng = np.random.default_rng(7)
+    n = 300
+    labels = rng.integers(0, 2, n)
+    domains = np.array(["a", "b", "t", "u"])[np.arange(n) % 4]
+    counts = rng.poisson(3 + 2 * labels[:, None] + (np.arange(n) % 4)[:, None], size=(n, 6))
+    folder = write_folder(tmp_path / "counts", {"words": counts.astype(np.float32)}, labels, domains)
+    settings = {"data": str(folder), "source": ["a", "b"], "normalization": "domain", "epochs": 1}
+    settings |= {"target": targets or ["t"], "transfer": "source-only" if targets else "erm"}
+    run = build(load_config(None, settings), log=lambda _: None)
+    assert run.dataset.standardization_kinds == {"words": "global"}
+    normalizer = run.model.normalizers["words"]
+    assert normalizer.kind == "global"
+    assert np.unique(normalizer.std.numpy()).size == 1  # one scale for the whole modality

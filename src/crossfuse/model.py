@@ -165,19 +165,25 @@ class MultimodalModel(nn.Module):
         """Fit each modality's input standardisation on training rows (numpy arrays), leaving out the
         samples that lack the modality; a per-domain one (``'domain'``) on the unlabelled ``target``
         rows when there are any, whose statistics the model keeps (the other domains' rows are mapped
-        onto them beforehand: :func:`crossfuse.data.domain_moments.match_domain_moments`)."""
+        onto them beforehand: :func:`crossfuse.data.domain_moments.match_domain_moments`), of the kind
+        already in its :attr:`~crossfuse.normalize.Standardize.kind` when that is ``'feature'`` or
+        ``'global'``."""
         from crossfuse.data.missing import present_rows
 
         has_target = target is not None and any(len(x) for x in target.values())
         for m, normalizer in self.normalizers.items():
             if not isinstance(normalizer, Standardize):
                 continue
-            rows = present_rows(target[m] if normalizer.mode == "domain" and has_target else inputs[m])
-            if normalizer.mode == "domain" and len(rows) == 0:
+            if normalizer.mode != "domain":
+                normalizer.fit(present_rows(inputs[m]))
+                continue
+            rows = present_rows(target[m] if has_target else inputs[m])
+            if len(rows) == 0:
                 raise ConfigError(
                     f"normalization 'domain': no training row has modality {m!r} to standardise it by"
                 )
-            normalizer.fit(rows)
+            # The kind the domains were mapped with, when set (the mapped values no longer show it).
+            normalizer.fit(rows, kind=normalizer.kind if normalizer.kind in ("feature", "global") else None)
 
     def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.fusion(features)

@@ -336,6 +336,11 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
             model.objective.balance(labels[split.source_train], dataset.n_classes)
         else:
             model.objective.weigh(config.class_weight, dataset.classes)
+    normalizers = getattr(model, "normalizers", {})
+    for m, kind in dataset.standardization_kinds.items():
+        normalizer = normalizers[m] if m in normalizers else None
+        if isinstance(normalizer, Standardize) and normalizer.mode == "domain":
+            normalizer.kind = kind  # the kind the domains were mapped with
     start_method(
         method,
         model,

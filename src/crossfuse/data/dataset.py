@@ -48,6 +48,10 @@ class MultimodalDataset:
         targets, NaN where missing).
     unread_domains
         Domains of the data whose rows were not read (a run that does not use them never loads them).
+    standardization_kinds
+        ``modality -> 'feature' | 'global'``: the kind of statistics ``--normalization domain`` mapped
+        the domains with (:mod:`crossfuse.data.domain_moments`), which the model's standardisation keeps
+        (the mapped values no longer show it: counts are no longer integers).
     """
 
     name: str
@@ -60,6 +64,7 @@ class MultimodalDataset:
     layouts: dict[str, str] = field(default_factory=dict)
     objective: str = "classification"
     unread_domains: tuple[str, ...] = ()
+    standardization_kinds: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_targets(self) -> int:

@@ -70,6 +70,7 @@ def match_domain_moments(dataset: MultimodalDataset, task: Task, split: TaskSpli
             )
         reference = Standardize(array.shape[1:], "domain").fit(present)
         kind, to_mean = reference.kind, reference.mean.double().numpy()
+        dataset.standardization_kinds[name] = kind
         to_scale = reference.std.double().numpy()
         mapped = array.astype(np.result_type(array.dtype, np.float32))  # a copy, of a float type
         for domain, own in mapped_domains.items():
