@@ -74,9 +74,10 @@ def write_recalibrated_cancer(root: Path, seed: int = 0) -> Path:
 def crossfuse_run(data: str, source: list[str], target: str, method: str, mode: str, seed: int, out: Path):
     """``metrics.json`` of ``crossfuse run`` in its own process (unless ``out`` finished)."""
     if not (out / "metrics.json").exists():
-        command = [sys.executable, "-m", "crossfuse", "run", "--data", data, "--target", target]
+        command = [sys.executable, "-m", "crossfuse", "run", "--data", data]
         command += ["--transfer", method, "--normalization", mode, "--seed", str(seed), "--out", str(out)]
-        command += ["--source", ",".join(source)] if source else []
+        if source:  # else a named data set's default task: no --source, no --target
+            command += ["--source", ",".join(source), "--target", target]
         subprocess.run(command, check=True, capture_output=True)
     return json.loads((out / "metrics.json").read_text())
 
@@ -205,12 +206,6 @@ def main() -> None:
         name, i, method, mode, seed = job
         data, source, target = tasks[name][i]
         out = args.out / "runs" / f"{Path(data).name}-{target}-{method}-{mode}-seed{seed}"
-        if data == "av-digits":  # the named data set's default task: no --source, no --target
-            command = [sys.executable, "-m", "crossfuse", "run", "--transfer", method]
-            command += ["--normalization", mode, "--seed", str(seed), "--out", str(out)]
-            if not (out / "metrics.json").exists():
-                subprocess.run(command, check=True, capture_output=True)
-            return job, json.loads((out / "metrics.json").read_text())["target_accuracy"]
         return job, crossfuse_run(data, source, target, method, mode, seed, out)["target_accuracy"]
 
     with ThreadPoolExecutor(args.jobs) as pool:  # each run is its own process

@@ -182,8 +182,7 @@ class MultimodalModel(nn.Module):
                 raise ConfigError(
                     f"normalization 'domain': no training row has modality {m!r} to standardise it by"
                 )
-            # The kind the domains were mapped with, when set (the mapped values no longer show it).
-            normalizer.fit(rows, kind=normalizer.kind if normalizer.kind in ("feature", "global") else None)
+            normalizer.refit(rows)  # of the kind the domains were mapped with, when set
 
     def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.fusion(features)

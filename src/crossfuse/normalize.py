@@ -161,6 +161,12 @@ class Standardize(nn.Module):
         self.std.copy_(torch.from_numpy(scale[0].reshape(self.std.shape)))
         return self
 
+    def refit(self, x: np.ndarray) -> Standardize:
+        """:meth:`fit` on other rows, keeping the kind of statistics already chosen (``'feature'`` or
+        ``'global'``; otherwise the kind :attr:`mode` picks): values that were mapped or come from
+        another domain need not show it."""
+        return self.fit(x, kind=self.kind if self.kind in ("feature", "global") else None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # A missing value (NaN) is its feature's training mean, 0 once standardised; replacing it after the
         # division touches no present value and costs a twentieth of a select against the broadcast mean

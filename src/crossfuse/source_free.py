@@ -50,8 +50,7 @@ def restandardize(model: torch.nn.Module, inputs: Mapping[str, np.ndarray], wher
                 f"{where}: modality {m!r} is in {len(rows)} row(s); standardising it by the target's own "
                 "statistics needs at least 2"
             )
-        known = normalizer.kind if normalizer.kind in ("feature", "global") else None  # else as mode picks
-        normalizer.fit(rows, kind=known)
+        normalizer.refit(rows)
         refitted.append(m)
     return refitted
 
