@@ -605,3 +605,16 @@ def test_a_one_dimensional_modality_is_one_feature_a_sample(tmp_path):
     flat = model.predict_proba({"age": age[:7], "other": other[:7]})
     column = model.predict_proba({"age": age[:7, None], "other": other[:7]})
     assert flat.shape == (7, 2) and np.array_equal(flat, column)
+
+
+def test_labels_saved_as_python_objects_are_refused_with_the_fix(tmp_path):
+    folder = shifted_folder(tmp_path / "f", labels=["cat", "dog", "owl"])
+    labels = np.load(folder / "labels.npy")
+    np.save(folder / "labels.npy", labels.astype(object))  # what pandas' to_numpy() gives for text
+    out = tmp_path / "run"
+    code, _, err = cli_run(folder, out)
+    assert code == 2 and err.count("\n") == 1
+    assert "labels.npy: holds Python objects" in err and "np.asarray(values, dtype=str)" in err
+    np.save(folder / "labels.npy", np.asarray(labels.astype(object), dtype=str))  # the fix it names
+    code, _, err = cli_run(folder, out)
+    assert code == 0, err

@@ -39,7 +39,9 @@ def load_array(path: Path, mmap: bool = False) -> np.ndarray:
     except ValueError as error:
         if "allow_pickle" in str(error):
             raise DataError(
-                f"{path}: holds Python objects (pickled); save plain numeric or string arrays"
+                f"{path}: holds Python objects (pickled, dtype object, as pandas' to_numpy() gives for "
+                "text); save plain numeric or string arrays, e.g. "
+                "np.save(path, np.asarray(values, dtype=str))"
             ) from None
         raise DataError(f"{path}: not a readable .npy array ({error})") from None
     except Exception as error:
