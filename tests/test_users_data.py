@@ -18,9 +18,9 @@ import crossfuse
 from crossfuse.config import load_config
 from crossfuse.data.folder import load_folder
 from crossfuse.errors import CrossfuseError
-from crossfuse.normalize import Standardize, resolve_normalization
+from crossfuse.normalize import Standardize, resolve_normalization, shares_a_range
 from crossfuse.runner import run_experiment, run_warnings
-from tests.conftest import write_folder
+from tests.conftest import requires_data, write_folder
 from tests.test_cli import crossfuse as cli
 
 
@@ -82,11 +82,56 @@ def test_global_scale_keeps_the_relative_size_of_features():
         (np.array([[0.0, 3.5], [2.2, 1.0]]), "feature"),  # non-negative but real beyond 1
         (np.eye(25)[:, :, None].repeat(2, 2).reshape(25, 50) * 3, "feature"),  # sparse counts: 4% nonzero
         (np.eye(20), "global"),  # 5% nonzero: not sparse
+        (np.array([[0, 3, 16], [16, 1, 0], [16, 0, 0]]), "global"),  # a pixel lit once still counts
+        (np.array([[30, 250, 1, 0], [19, 110, 0, 1], [25, 140, 1, 1]]), "feature"),  # age, pounds, yes/no
+        (np.array([[0.9, 0.01, 0.02], [0.2, 0.0, 0.0]]), "feature"),  # shares that never pass 2%
     ],
 )
 def test_auto_normalization_by_kind_of_vector(values, expected):
     assert resolve_normalization("auto", values) == expected
     assert resolve_normalization("auto", np.zeros((2, 3, 4))) == "feature"  # sequences stay per feature
+
+
+def test_features_share_a_range_when_the_median_top_is_a_quarter_of_the_largest():
+    # by hand: the tops of the varying features, their median against a quarter of the largest
+    def table(tops):
+        x = np.zeros((3, len(tops) + 1))
+        x[:, 0] = 7.0  # constant: not counted, whatever its value
+        x[1, 1:] = tops
+        return x
+
+    assert shares_a_range(table([255, 200, 64, 70, 1]))  # median 64 >= 255 / 4 = 63.75
+    assert not shares_a_range(table([255, 200, 63, 60, 1]))  # median 63 < 63.75
+    assert resolve_normalization("auto", table([255, 200, 64, 70, 1])) == "global"
+    assert resolve_normalization("auto", table([255, 200, 63, 60, 1])) == "feature"
+    missing = table([255, 200, 63, 60, 1])
+    missing[2, 1], missing[1, 1] = 9, np.nan  # tops over the values there: 9, 200, 63, 60, 1
+    assert shares_a_range(missing)  # median 60 >= 200 / 4
+    assert shares_a_range(np.full((3, 2), 4.0))  # nothing varies: one unit, as before
+
+
+def test_the_public_pixel_vectors_keep_one_scale_and_an_integer_table_does_not():
+    from crossfuse.data.public import digits_halves, two_moons
+
+    halves = digits_halves()
+    source = halves.domains == "original"
+    for name, pixels in halves.modalities.items():
+        assert resolve_normalization("auto", pixels[source]) == "global", name
+        assert shares_a_range(pixels[source][:100])
+    assert resolve_normalization("auto", two_moons().modalities["xy"]) == "feature"
+    # birthwt's first rows as the mother's age, weight in pounds, race 1-3, smoking yes/no
+    table = np.array([[19, 182, 2, 0], [33, 155, 3, 0], [20, 105, 1, 1], [21, 108, 1, 1], [18, 107, 1, 1]])
+    assert resolve_normalization("auto", table) == "feature"
+    assert resolve_normalization("auto", table[:, 2:]) == "global"  # race and smoking alone: tops 3 and 1
+
+
+@requires_data
+def test_usps_and_mnist_pixel_vectors_keep_one_scale():
+    from crossfuse.data.public import usps_mnist
+
+    data = usps_mnist(per_domain=300)
+    for domain in ("usps", "mnist"):
+        assert resolve_normalization("auto", data.modalities["pixels"][data.domains == domain]) == "global"
 
 
 # --- labels ----------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@
   target's digits are rotated into them.
 - ``'auto'`` (the default): ``'global'`` for a vector modality whose training values are non-negative and
   either all integers (counts, 8-bit pixels) or all within ``[0, 1]`` (intensities, frequencies), unless
-  they are sparse (fewer than ``SPARSE_SHARE`` of them nonzero: word counts, tf-idf, one-hot codes);
-  ``'feature'`` otherwise (dense real features of mixed units, sparse counts), and always for sequences
-  and images (whose statistics are already pooled per channel). Sparse counts are scaled per feature
+  they are sparse (fewer than ``SPARSE_SHARE`` of them nonzero: word counts, tf-idf, one-hot codes) or
+  their features do not share a range (:func:`shares_a_range`: integer columns in different units, a
+  weight in pounds beside yes/no answers); ``'feature'`` otherwise (dense real features of mixed units,
+  sparse counts, integer tables), and always for sequences and images (whose statistics are already
+  pooled per channel). Sparse counts are scaled per feature
   because their features do not share a scale the way pixels do: word frequencies span orders of
   magnitude, and one global scale leaves the rare, informative words near zero while the frequent ones
   dominate (the reason text models use tf-idf or standardised counts). Measured on a synthetic
@@ -59,6 +61,9 @@ SPIKE_FLOOR = 0.1
 #: Counts or intensities with fewer than this share of their training values nonzero are sparse, and
 #: ``'auto'`` scales them per feature (see the module docstring).
 SPARSE_SHARE = 0.05
+#: ``'auto'`` reads non-negative counts or intensities as one unit only when the median feature's largest
+#: training value is at least this share of the largest feature's (:func:`shares_a_range`).
+SHARED_RANGE = 0.25
 
 
 def resolve_normalization(mode: str, x: np.ndarray) -> str:
@@ -68,6 +73,7 @@ def resolve_normalization(mode: str, x: np.ndarray) -> str:
         return mode
     if x.ndim != 2 or x.size == 0:
         return "feature"
+    rows = x
     if np.isnan(x).any():  # the rule reads the values that are there
         x = x[~np.isnan(x)]
         if x.size == 0:
@@ -76,7 +82,25 @@ def resolve_normalization(mode: str, x: np.ndarray) -> str:
     integers = bool(np.all(x == np.round(x)))
     unit_interval = bool(x.max() <= 1)
     sparse = np.count_nonzero(x) < SPARSE_SHARE * x.size
-    return "global" if non_negative and (integers or unit_interval) and not sparse else "feature"
+    one_unit = non_negative and (integers or unit_interval) and not sparse and shares_a_range(rows)
+    return "global" if one_unit else "feature"
+
+
+def shares_a_range(x: np.ndarray) -> bool:
+    """Whether the features of ``x`` (``(N, d)``, NaN = missing) that vary reach tops of one size: the
+    median feature's largest value is at least :data:`SHARED_RANGE` times the largest feature's.
+
+    Pixels reach the same top (255, or 1; a pixel lit in no image is constant and not counted), and so do
+    the items of one questionnaire. Integer columns of different units do not (a mother's weight in
+    pounds beside yes/no answers: 250 against 1), and one scale would shrink the small ones to nothing.
+    """
+    present = ~np.isnan(x)
+    tops = np.where(present, x, -np.inf).max(axis=0)
+    varying = tops > np.where(present, x, np.inf).min(axis=0)
+    if not varying.any():
+        return True
+    tops = tops[varying]
+    return bool(np.median(tops) >= SHARED_RANGE * tops.max())
 
 
 Moments = tuple[np.ndarray, np.ndarray, np.ndarray, float]
