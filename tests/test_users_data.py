@@ -211,7 +211,10 @@ def test_a_diverging_run_stops_with_one_line_and_exit_2_and_frees_its_folder(tmp
     folder = shifted_folder(tmp_path / "f")
     out = tmp_path / "run"
     code, _, err = cli_run(folder, out, "--lr", "1e30", "--fusion", "early")
-    assert code == 2 and "training diverged" in err and err.count("\n") == 1
+    # the run's opening description, then the failure in one line
+    description, failure = err.splitlines()[:2], err.splitlines()[2:]
+    assert [line.split(":")[0] for line in description] == ["data", "inputs"]
+    assert code == 2 and len(failure) == 1 and "training diverged" in failure[0]
     assert not (out / "config.yaml").exists()
     code, _, _ = cli_run(folder, out, "--fusion", "early")  # the corrected command
     assert code == 0 and (out / "metrics.json").exists()
@@ -663,3 +666,43 @@ def test_labels_saved_as_python_objects_are_refused_with_the_fix(tmp_path):
     np.save(folder / "labels.npy", np.asarray(labels.astype(object), dtype=str))  # the fix it names
     code, _, err = cli_run(folder, out)
     assert code == 0, err
+
+
+def test_a_run_says_what_it_trains_on_and_how_each_modality_is_scaled(tmp_path):
+    folder = shifted_folder(tmp_path / "f", labels=["cat", "dog", "owl"])
+    from crossfuse.runner import build
+
+    lines = []
+    run = build(load_config(None, options(folder)), log=lines.append)
+    split, dataset = run.split, run.dataset
+    source_labels = dataset.labels[np.concatenate([split.source_train, split.source_val])]
+    counts = {name: int((source_labels == k).sum()) for k, name in enumerate(dataset.classes)}
+    ranked = sorted(counts, key=lambda name: -counts[name])
+    shares = ", ".join(f"{name} {100 * counts[name] / len(source_labels):.0f}%" for name in ranked)
+    assert lines[0] == (
+        f"data: {len(split.source_train)} source rows to train on ({len(split.source_val)} for validation), "
+        f"{len(split.target_train)} unlabelled target rows, {len(split.target_test)} target rows to score; "
+        f"3 classes (source: {shares})"
+    )
+    assert lines[1] == (
+        "inputs: img (1x6x6) scales per channel; vec (6 features) per-feature scales "
+        "(chosen by --normalization auto)"
+    )
+
+
+def test_the_scaling_line_names_one_scale_and_the_classes_beyond_four_are_counted():
+    from crossfuse.data.dataset import MultimodalDataset, TaskSplit
+    from crossfuse.data.summary import rows_line, scaling_line
+
+    line = scaling_line({"pixels": (256,), "words": (50,)}, {"pixels": "global", "words": "none"}, "global")
+    assert line == (
+        "inputs: pixels (256 features) one scale for all its features; words (50 features) not scaled"
+    )
+    labels = np.repeat(np.arange(6), [5, 4, 3, 3, 3, 2])
+    data = MultimodalDataset("d", {"x": np.zeros((20, 1))}, labels, np.array(["a"] * 20), None)
+    rows = np.arange(20)
+    split = TaskSplit(rows[:16], rows[16:], rows[:0], rows[:0], np.ones(20, dtype=int))
+    assert rows_line(data, split) == (
+        "data: 16 source rows to train on (4 for validation), 0 target rows to score; "
+        "6 classes (source: 0 25%, 1 20%, 2 15%, 3 15%, 2 more)"
+    )

@@ -16,6 +16,7 @@ import torch
 from crossfuse.config import RunConfig
 from crossfuse.data.dataset import MultimodalDataset, Task, TaskSplit, split_task
 from crossfuse.data.missing import missing_rows, missing_values, modalities_with_missing_rows
+from crossfuse.data.summary import rows_line, scaling_line
 from crossfuse.errors import ConfigError, CrossfuseError, DataError
 from crossfuse.evaluation.a_distance import proxy_a_distance
 from crossfuse.evaluation.ablation import modality_ablation
@@ -391,6 +392,12 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         if config.record_selection
         else {}
     )
+    # said once nothing in the settings is refused, so that a refusal stays the only line
+    log(rows_line(dataset, split))
+    fitted = {m: n for m, n in normalizers.items() if isinstance(n, Standardize)}
+    if fitted:
+        shapes = {m: n.sample_shape for m, n in fitted.items()}
+        log(scaling_line(shapes, {m: n.kind for m, n in fitted.items()}, config.normalization))
     return Run(
         config, dataset, task, split, model, method, criterion, device, shots, target_test, recorders,
         filled_values,

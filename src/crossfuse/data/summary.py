@@ -1,0 +1,54 @@
+"""What a run trains on, in two lines at its start: the rows of each role, the classes' shares on the
+source, and how each modality is scaled. On a user's own folder this is the first place to see what
+``--normalization auto`` chose or that one class fills the source, before any number is read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from crossfuse.data.dataset import MultimodalDataset, TaskSplit
+
+#: At most this many classes are named with their shares; the rest are counted.
+NAMED_CLASSES = 4
+
+SCALES = {
+    "feature": {1: "per-feature scales", 2: "scales per frame feature", 3: "scales per channel"},
+    "global": {1: "one scale for all its features"},
+    "none": {1: "not scaled"},
+}
+
+
+def rows_line(dataset: MultimodalDataset, split: TaskSplit) -> str:
+    """``data: N source rows to train on (M for validation), ... ; K classes (source: a 91%, b 9%)``."""
+    parts = [f"{len(split.source_train)} source rows to train on ({len(split.source_val)} for validation)"]
+    if len(split.target_train):
+        parts.append(f"{len(split.target_train)} unlabelled target rows")
+    parts.append(f"{len(split.target_test)} target rows to score")
+    line = "data: " + ", ".join(parts)
+    if dataset.objective != "classification":
+        return line + f"; a regression of {dataset.n_targets} target(s)"
+    labels = dataset.labels[np.concatenate([split.source_train, split.source_val])]
+    labels = labels[labels >= 0]
+    counts = np.bincount(labels, minlength=dataset.n_classes)
+    order = np.argsort(-counts, kind="stable")
+    names = dataset.classes
+    shares = [f"{names[k]} {100 * counts[k] / counts.sum():.0f}%" for k in order[:NAMED_CLASSES]]
+    if len(order) > NAMED_CLASSES:
+        shares.append(f"{len(order) - NAMED_CLASSES} more")
+    return line + f"; {dataset.n_classes} classes (source: {', '.join(shares)})"
+
+
+def scaling_line(shapes: Mapping[str, tuple[int, ...]], kinds: Mapping[str, str], mode: str) -> str:
+    """``inputs: x (7 features) per-feature scales; ...`` with each modality's fitted kind, and the mode
+    that chose it when the user left it to ``auto`` or ``domain``."""
+    described = []
+    for name in sorted(shapes):
+        shape = tuple(shapes[name])
+        size = f"{shape[0]} features" if len(shape) == 1 else "x".join(map(str, shape))
+        kind = kinds.get(name, "none")
+        scale = SCALES.get(kind, {}).get(len(shape)) or SCALES.get(kind, {}).get(1, kind)
+        described.append(f"{name} ({size}) {scale}")
+    chosen_by = f" (chosen by --normalization {mode})" if mode in ("auto", "domain") else ""
+    return "inputs: " + "; ".join(described) + chosen_by
