@@ -706,3 +706,14 @@ def test_the_scaling_line_names_one_scale_and_the_classes_beyond_four_are_counte
         "data: 16 source rows to train on (4 for validation), 0 target rows to score; "
         "6 classes (source: 0 25%, 1 20%, 2 15%, 3 15%, 2 more)"
     )
+
+
+def test_a_split_without_target_training_rows_points_to_erm(tmp_path):
+    folder = shifted_folder(tmp_path / "f")
+    domains = np.load(folder / "domains.npy")
+    np.save(folder / "split.npy", np.where(domains == "a", "train", "test"))
+    code, _, err = cli_run(folder, tmp_path / "run")
+    assert code == 2 and err.count("\n") == 1
+    assert "target training set of this task is empty" in err and "--transfer erm" in err
+    code, _, err = cli_run(folder, tmp_path / "run", "--transfer", "erm")  # the command it names
+    assert code == 0, err

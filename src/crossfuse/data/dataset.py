@@ -227,8 +227,14 @@ def split_task(
         needed.append(("target test", target_test))
     for label, rows in needed:
         if len(rows) == 0:
+            hint = (
+                "; target rows marked train or all are the unlabelled rows a method adapts on: to train on "
+                "the source alone and score every target row, use --transfer erm"
+                if label == "target training" and len(target_test)
+                else ""
+            )
             raise DataError(
                 f"the {label} set of this task is empty: check the domains, split.npy and the labels "
-                "(source rows need one)"
+                f"(source rows need one){hint}"
             )
     return TaskSplit(source_train, source_val, target_train, target_test, sample_domain)
