@@ -685,8 +685,8 @@ def test_a_run_says_what_it_trains_on_and_how_each_modality_is_scaled(tmp_path):
         f"3 classes (source: {shares})"
     )
     assert lines[1] == (
-        "inputs: img (1x6x6) scales per channel; vec (6 features) per-feature scales "
-        "(chosen by --normalization auto)"
+        "inputs: img (an image of 1 channel(s), 6x6) scales per channel; vec (a vector of 6 features) "
+        "per-feature scales (chosen by --normalization auto)"
     )
 
 
@@ -694,9 +694,10 @@ def test_the_scaling_line_names_one_scale_and_the_classes_beyond_four_are_counte
     from crossfuse.data.dataset import MultimodalDataset, TaskSplit
     from crossfuse.data.summary import rows_line, scaling_line
 
-    line = scaling_line({"pixels": (256,), "words": (50,)}, {"pixels": "global", "words": "none"}, "global")
+    line = scaling_line({"pixels": (256,), "grey": (28, 28)}, {"pixels": "global", "grey": "none"}, "global")
     assert line == (
-        "inputs: pixels (256 features) one scale for all its features; words (50 features) not scaled"
+        "inputs: grey (a sequence of 28 frames x 28 features) not scaled; "
+        "pixels (a vector of 256 features) one scale for all its features"
     )
     labels = np.repeat(np.arange(6), [5, 4, 3, 3, 3, 2])
     data = MultimodalDataset("d", {"x": np.zeros((20, 1))}, labels, np.array(["a"] * 20), None)

@@ -40,13 +40,25 @@ def rows_line(dataset: MultimodalDataset, split: TaskSplit) -> str:
     return line + f"; {dataset.n_classes} classes (source: {', '.join(shares)})"
 
 
+def read_as(shape: tuple[int, ...]) -> str:
+    """How a sample of ``shape`` is read, as its encoder reads it."""
+    if len(shape) == 1:
+        return f"a vector of {shape[0]} features"
+    if len(shape) == 2:  # (N, 28, 28) grey images are read this way too: the line is where that shows
+        return f"a sequence of {shape[0]} frames x {shape[1]} features"
+    if len(shape) == 3:
+        return f"an image of {shape[0]} channel(s), {shape[1]}x{shape[2]}"
+    return "x".join(map(str, shape))
+
+
 def scaling_line(shapes: Mapping[str, tuple[int, ...]], kinds: Mapping[str, str], mode: str) -> str:
-    """``inputs: x (7 features) per-feature scales; ...`` with each modality's fitted kind, and the mode
-    that chose it when the user left it to ``auto`` or ``domain``."""
+    """``inputs: x (a vector of 7 features) per-feature scales; ...``: how each modality is read (its
+    encoder follows: a vector, a sequence or an image) and the scaling fitted for it, with the mode that
+    chose it when the user left it to ``auto`` or ``domain``."""
     described = []
     for name in sorted(shapes):
         shape = tuple(shapes[name])
-        size = f"{shape[0]} features" if len(shape) == 1 else "x".join(map(str, shape))
+        size = read_as(shape)
         kind = kinds.get(name, "none")
         scale = SCALES.get(kind, {}).get(len(shape)) or SCALES.get(kind, {}).get(1, kind)
         described.append(f"{name} ({size}) {scale}")
