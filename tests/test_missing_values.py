@@ -153,11 +153,14 @@ def folder_with_missing_values(tmp_path, share: float = 0.2):
 def test_a_run_with_missing_values_says_so_trains_and_predicts_and_exports_them(tmp_path):
     folder = folder_with_missing_values(tmp_path)
     lines = []
-    config = load_config(None, {"data": str(folder), "source": ["a"], "target": ["b"], "epochs": 4})
-    result = run(config, tmp_path / "run", log=lines.append)
+    settings = {"data": str(folder), "source": ["a"], "target": ["b"], "epochs": 4}
+    settings["missing_indicators"] = True
+    result = run(load_config(None, settings), tmp_path / "run", log=lines.append)
     assert any(
-        line.startswith("note: modality 'vec' has ") and "missing values (NaN)" in line for line in lines
-    )
+        line.startswith("note: modality 'vec' has ") and "missing values (NaN)" in line
+        and line.endswith("the 6 feature(s) with missing values there get an indicator column")
+        for line in lines
+    )  # fmt: skip
     assert any("samples lack modality 'vec'" in line for line in lines)
     assert result.target_accuracy > 0.6  # three classes
     data = load_folder(folder).modalities
@@ -171,16 +174,93 @@ def test_a_run_with_missing_values_says_so_trains_and_predicts_and_exports_them(
     inputs = load_folder(folder).modalities
     probabilities = model.predict_proba(inputs)
     assert np.isfinite(probabilities).all()
-    # a missing value is predicted as if it were its feature's training mean
+    # every vector feature has holes in the source rows: each gets an indicator; sequences get none
+    normalizer = model.model.normalizers["vec"]
+    assert normalizer.indicators == tuple(range(6)) and model.model.normalizers["seq"].indicators == ()
+    # a missing value enters as its feature's training mean (0 once standardised) beside its indicator
+    row = next(i for i in range(len(inputs["vec"])) if 0 < np.isnan(inputs["vec"][i]).sum() < 6)
+    x = inputs["vec"][row]
+    by_hand = np.concatenate([np.nan_to_num((x - normalizer.mean.numpy()) / normalizer.std.numpy()),
+                              np.isnan(x).astype(np.float32)])  # fmt: skip
+    np.testing.assert_allclose(normalizer(torch.from_numpy(x[None]))[0].numpy(), by_hand, rtol=1e-6)
+    program = torch.export.load(str(model.export(tmp_path / "model.pt2"))).module()
+    exported = program(*(torch.from_numpy(inputs[m]) for m in sorted(inputs)))
+    np.testing.assert_allclose(exported.detach().numpy(), probabilities, atol=1e-5)
+
+
+def test_by_default_a_missing_value_is_predicted_as_its_training_mean(tmp_path):
+    folder = folder_with_missing_values(tmp_path)
+    settings = {"data": str(folder), "source": ["a"], "target": ["b"], "epochs": 4}
+    run(load_config(None, settings), tmp_path / "run", log=quiet)
+    model = crossfuse.load(tmp_path / "run")
+    assert model.model.normalizers["vec"].indicators == ()
+    inputs = load_folder(folder).modalities
+    probabilities = model.predict_proba(inputs)
     row = next(i for i in range(len(inputs["vec"])) if 0 < np.isnan(inputs["vec"][i]).sum() < 6)
     filled = inputs["vec"][row : row + 1].copy()
     means = model.model.normalizers["vec"].mean.numpy()
     filled[np.isnan(filled)] = np.broadcast_to(means, filled.shape)[np.isnan(filled)]
     alone = model.predict_proba({"vec": filled, "seq": inputs["seq"][row : row + 1]})
     np.testing.assert_allclose(probabilities[row], alone[0], atol=1e-6)
-    program = torch.export.load(str(model.export(tmp_path / "model.pt2"))).module()
-    exported = program(*(torch.from_numpy(inputs[m]) for m in sorted(inputs)))
-    np.testing.assert_allclose(exported.detach().numpy(), probabilities, atol=1e-5)
+
+
+def quiet(line):
+    return None
+
+
+def test_indicator_columns_by_hand_and_their_weights_learn():
+    x = np.array([[1.0, np.nan, 3.0], [3.0, 4.0, np.nan], [2.0, 2.0, 5.0]], dtype=np.float32)
+    layer = Standardize((3,), "feature", indicators=(1, 2)).fit(x)
+    assert layer.output_shape == (5,)
+    mean, std = np.nanmean(x, 0), np.nanstd(x, 0)
+    expected = np.concatenate([np.nan_to_num((x - mean) / std), np.isnan(x[:, [1, 2]])], axis=1)
+    np.testing.assert_allclose(layer(torch.from_numpy(x)).numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="indicators"):
+        Standardize((2, 3), "feature", indicators=(0,))  # vectors only
+    # the encoder's weights on the indicator columns receive gradients and change in a step
+    torch.manual_seed(0)
+    model = build_model({"vec": (3,)}, 2, "late", hidden_dim=8, missing_indicators={"vec": [1, 2]})
+    model.fit_normalizers({"vec": x})
+    first = model.encoders["vec"].net[0]
+    assert first.in_features == 5
+    before = first.weight.detach().clone()
+    loss = torch.nn.functional.cross_entropy(model({"vec": torch.from_numpy(x)}), torch.tensor([0, 1, 0]))
+    loss.backward()
+    assert first.weight.grad[:, 3:].abs().sum() > 0
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert not torch.equal(first.weight[:, 3:], before[:, 3:])
+
+
+def test_a_value_missing_not_at_random_is_learnt_from_its_indicator(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 3)).astype(np.float32)  # no signal in the values
+    # a test whose result, when it is taken, always reads the same, and which is skipped for nine in ten
+    # of class 1: the mean fills in that same value, so only the indicator keeps the hole
+    x[:, 2] = 1.0
+    x[(labels == 1) & (rng.random(n) < 0.9), 2] = np.nan
+    x[(labels == 0) & (rng.random(n) < 0.1), 2] = np.nan
+    folder = write_folder(tmp_path / "f", {"x": x}, labels, np.where(np.arange(n) < 300, "a", "b"))
+    settings = {"data": str(folder), "source": ["a"], "target": ["b"], "epochs": 10}
+    with_them = run(load_config(None, settings | {"missing_indicators": True}), tmp_path / "on", log=quiet)
+    without = run(load_config(None, settings), tmp_path / "off", log=quiet)  # the default: none
+    assert with_them.target_accuracy > 0.8  # 90% is what the hole alone tells
+    assert without.target_accuracy < 0.65  # the mean throws the hole away: chance
+
+
+def test_the_command_line_flag_reaches_the_run_and_its_card(tmp_path, monkeypatch):
+    folder = folder_with_missing_values(tmp_path)
+    args = ["run", "--data", str(folder), "--source", "a", "--target", "b", "--epochs", "2"]
+    args += ["--missing-indicators", "--out", str(tmp_path / "r")]
+    monkeypatch.setattr("sys.argv", ["crossfuse", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 0
+    card = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert card["modalities"]["vec"]["missing_indicators"] == list(range(6))
+    assert "missing_indicators" not in card["modalities"]["seq"]  # sequences get none
+    assert crossfuse.load(tmp_path / "r").model.encoders["vec"].net[0].in_features == 12
 
 
 def test_normalization_none_with_missing_values_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
@@ -223,3 +303,6 @@ def test_the_estimator_fits_and_predicts_samples_with_missing_values():
     classifier = crossfuse.MultimodalClassifier(epochs=3).fit(x, labels, sample_domain=domain)
     probabilities = classifier.predict_proba(x)
     assert np.isfinite(probabilities).all() and classifier.score(x, labels) > 0.6
+    with_them = crossfuse.MultimodalClassifier(epochs=3, missing_indicators=True).fit(x, labels, domain)
+    assert with_them.fitted_model().model.normalizers["a"].indicators == (0, 1, 2, 3)
+    assert np.isfinite(with_them.predict_proba(x)).all()

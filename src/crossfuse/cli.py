@@ -145,6 +145,14 @@ def run(
             + _default("normalization")
         ),
     ] = None,
+    missing_indicators: Annotated[
+        bool,
+        typer.Option(
+            "--missing-indicators/--no-missing-indicators",
+            help="Give each vector feature with missing values (NaN) in the source training rows an "
+            "indicator column, 1 where the value is missing." + _default("missing_indicators"),
+        ),
+    ] = None,
     weight_averaging: Annotated[
         str,
         typer.Option(
@@ -215,6 +223,7 @@ def run(
         weight_decay=weight_decay,
         patience=patience,
         normalization=normalization,
+        missing_indicators=missing_indicators,
         weight_averaging=weight_averaging,
         ema_decay=ema_decay,
         objective=objective,

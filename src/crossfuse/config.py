@@ -39,6 +39,7 @@ class RunConfig(BaseModel):
     modality_dropout: float = Field(0.0, ge=0, lt=1)
     device: str = "auto"
     normalization: str = "auto"
+    missing_indicators: bool = False
     objective: str = "auto"
     regression_loss: str = "mse"
     class_weight: Literal["none", "balanced"] | dict[str, float] = "none"

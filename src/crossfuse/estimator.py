@@ -94,6 +94,10 @@ class MultimodalEstimator(BaseEstimator):
         Input scaling (``crossfuse run --normalization``): ``'auto'``, ``'feature'``, ``'global'``,
         ``'none'``, or ``'domain'``, each domain standardised by its own statistics; the model keeps the
         target's (without target rows, the source's), so that :meth:`predict` standardises rows by them.
+    missing_indicators
+        Give each vector feature with missing values (NaN) in the source rows an indicator column, 1 where
+        the value is missing (``crossfuse run --missing-indicators``; scikit-learn's
+        ``SimpleImputer(add_indicator=True)``).
 
     Attributes
     ----------
@@ -126,6 +130,7 @@ class MultimodalEstimator(BaseEstimator):
         verbose: bool = False,
         class_weight: str | Mapping[Any, float] | None = None,
         normalization: str = "auto",
+        missing_indicators: bool = False,
     ) -> None:
         self.fusion, self.transfer, self.selection = fusion, transfer, selection
         self.modalities = modalities
@@ -135,6 +140,7 @@ class MultimodalEstimator(BaseEstimator):
         self.seed, self.device, self.out, self.verbose = seed, device, out, verbose
         self.class_weight = class_weight
         self.normalization = normalization
+        self.missing_indicators = missing_indicators
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -185,6 +191,7 @@ class MultimodalEstimator(BaseEstimator):
             "transfer": transfer,
             "selection": self.selection,
             "normalization": self.normalization,
+            "missing_indicators": self.missing_indicators,
             "objective": self.fixed_objective or self.objective,
             "seed": self.seed,
             "device": self.device,

@@ -242,6 +242,7 @@ def build_model(
     modality_dropout: float = 0.0,
     missing_modalities: Sequence[str] = (),
     n_targets: int = 1,
+    missing_indicators: Mapping[str, Sequence[int]] | None = None,
 ) -> MultimodalModel:
     """The default model for these modalities, with the user's own ``encoders`` where given.
 
@@ -279,6 +280,10 @@ def build_model(
         Modalities that some samples lack (every value NaN): each gets a learned placeholder.
     n_targets
         How many values a regression predicts for each sample.
+    missing_indicators
+        ``modality -> features`` of a vector modality that get an indicator column of their missing values
+        (:class:`~crossfuse.normalize.Standardize`): its encoder (or early fusion) takes ``d + k`` inputs.
+        A modality with the user's own encoder gets none (the encoder takes the modality's own shape).
     """
     from crossfuse.registry import FUSIONS
 
@@ -296,7 +301,11 @@ def build_model(
             f"encoder for modality {unknown[0]!r}: no such modality ({', '.join(sorted(sample_shapes))})"
         )
     names = sorted(sample_shapes)
-    normalizers = {m: Standardize(tuple(sample_shapes[m]), normalization) for m in names}
+    indicators = {m: v for m, v in (missing_indicators or {}).items() if m not in given}
+    normalizers = {
+        m: Standardize(tuple(sample_shapes[m]), normalization, indicators.get(m, ())) for m in names
+    }
+    sample_shapes = {m: normalizers[m].output_shape for m in names}  # what the encoders see
     ours = isinstance(fusion_cls, type) and issubclass(fusion_cls, FusionModule)
     if ours and not fusion_cls.uses_encoders:
         if given:

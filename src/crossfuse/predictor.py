@@ -40,6 +40,7 @@ def model_card(config, dataset, model) -> dict[str, Any]:
                 "layout": dataset.layouts.get(m, "channels_first" if x.ndim == 4 else "plain"),
                 "normalization": model.normalizers[m].kind,
             }
+            | indicator_entry(model.normalizers[m])
             for m, x in sorted(dataset.modalities.items())
         },
         "classes": dataset.classes if dataset.objective == "classification" else [],
@@ -50,6 +51,13 @@ def model_card(config, dataset, model) -> dict[str, Any]:
         # the modalities with a learned placeholder for the samples that lack them
         "placeholders": sorted(model.placeholders),
     }
+
+
+def indicator_entry(normalizer: nn.Module) -> dict[str, list[int]]:
+    """``{"missing_indicators": features}`` for a card when ``normalizer`` has indicator columns, else
+    nothing (the cards of models without them stay as they were)."""
+    features = list(getattr(normalizer, "indicators", ()))
+    return {"missing_indicators": features} if features else {}
 
 
 def fills_in(model: nn.Module, modality: str) -> bool:
@@ -231,6 +239,11 @@ def load(run: str | Path) -> TrainedModel:
         modality_dropout=card.get("modality_dropout", 0.0),
         missing_modalities=card.get("placeholders", []) if not card.get("modality_dropout") else (),
         n_targets=card.get("n_targets", 1),
+        missing_indicators={
+            m: spec["missing_indicators"]
+            for m, spec in card["modalities"].items()
+            if spec.get("missing_indicators")
+        },
     )
     try:
         model.load_state_dict(load_file(str(weights_path)))

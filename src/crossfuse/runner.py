@@ -15,7 +15,12 @@ import torch
 
 from crossfuse.config import RunConfig
 from crossfuse.data.dataset import MultimodalDataset, Task, TaskSplit, split_task
-from crossfuse.data.missing import missing_rows, missing_values, modalities_with_missing_rows
+from crossfuse.data.missing import (
+    features_with_missing_values,
+    missing_rows,
+    missing_values,
+    modalities_with_missing_rows,
+)
 from crossfuse.data.summary import rows_line, scaling_line
 from crossfuse.errors import ConfigError, CrossfuseError, DataError
 from crossfuse.evaluation.a_distance import proxy_a_distance
@@ -132,8 +137,17 @@ def prepare_task(
     return dataset, task, split
 
 
-def build_model(config: RunConfig, dataset: MultimodalDataset) -> MultimodalModel:
-    """The untrained default model that ``config`` describes for ``dataset``'s modalities and classes."""
+def build_model(
+    config: RunConfig, dataset: MultimodalDataset, rows: np.ndarray | None = None
+) -> MultimodalModel:
+    """The untrained default model that ``config`` describes for ``dataset``'s modalities and classes;
+    the features with missing values among ``rows`` (the source training rows) get indicator columns
+    (``config.missing_indicators``)."""
+    indicators = (
+        features_with_missing_values(dataset.modalities, rows)
+        if config.missing_indicators and rows is not None and config.normalization != "none"
+        else {}
+    )
     return build_default_model(
         {m: x.shape[1:] for m, x in dataset.modalities.items()},
         dataset.n_classes,
@@ -147,6 +161,7 @@ def build_model(config: RunConfig, dataset: MultimodalDataset) -> MultimodalMode
         modality_dropout=config.modality_dropout,
         missing_modalities=modalities_with_missing_rows(dataset.modalities),
         n_targets=dataset.n_targets,
+        missing_indicators=indicators,
     )
 
 
@@ -188,10 +203,16 @@ def check_missing_values(
                 )
             )
         unit = {2: "feature", 3: "frame feature"}.get(dataset.modalities[m].ndim, "channel")
+        indicated = len(getattr(model.normalizers[m], "indicators", ()))
         log(
             f"note: modality {m!r} has {values} missing values (NaN) in {samples} of "
             f"{len(dataset.labels)} samples; each is filled in with its {unit}'s mean over the source "
             "training rows"
+            + (
+                f", and the {indicated} feature(s) with missing values there get an indicator column"
+                if indicated
+                else ""
+            )
         )
     return {m: values for m, (values, _) in counts.items()}
 
@@ -307,7 +328,7 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         )
     if config.normalization == "domain":
         log(domain_normalization_note(task, split))
-    model = model if model is not None else build_model(config, dataset)
+    model = model if model is not None else build_model(config, dataset, split.source_train)
     check_missing_modalities(dataset, model, log)
     filled_values = check_missing_values(dataset, model, log)
     source, target = dataset.rows(split.source_train), dataset.rows(split.target_train)

@@ -43,3 +43,21 @@ def missing_values(modalities: Mapping[str, np.ndarray]) -> dict[str, tuple[int,
         if partial.any():
             counts[m] = (int(unknown[partial].sum()), int(partial.sum()))
     return counts
+
+
+def features_with_missing_values(
+    modalities: Mapping[str, np.ndarray], rows: np.ndarray
+) -> dict[str, list[int]]:
+    """For each vector modality ``(N, d)``, the features that have a missing value (a NaN in part of a
+    sample; a sample that lacks the whole modality aside) among ``rows``: the ones that get an indicator
+    column (:class:`~crossfuse.normalize.Standardize`)."""
+    found = {}
+    for m, array in sorted(modalities.items()):
+        if array.dtype.kind != "f" or array.ndim != 2:
+            continue
+        unknown = np.isnan(array[rows])
+        partial = unknown.any(1) & ~unknown.all(1)
+        features = np.flatnonzero(unknown[partial].any(0))
+        if len(features):
+            found[m] = features.tolist()
+    return found
