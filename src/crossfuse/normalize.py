@@ -142,6 +142,10 @@ class Standardize(nn.Module):
     mode
         ``'auto'``, ``'feature'``, ``'global'``, ``'domain'`` (fitted on the target's rows, see the module
         docstring) or ``'none'``; :attr:`kind` holds what ``fit`` chose.
+    indicators
+        Features of a vector sample that get an indicator column, 1 where the value is missing (NaN),
+        after the ``d`` standardised ones: the output is ``(batch, d + len(indicators))``
+        (:attr:`output_shape`).
     """
 
     def __init__(
