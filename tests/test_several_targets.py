@@ -137,6 +137,17 @@ def test_columns_of_whole_numbers_are_not_guessed_to_be_targets(tmp_path):
     assert metrics["objective"] == "regression"
 
 
+def test_one_hot_labels_are_refused_with_the_class_column_they_stand_for(tmp_path):
+    folder, targets = two_target_folder(tmp_path / "f")
+    classes = (targets[:, 0] > np.median(targets[:, 0])).astype(int)
+    np.save(folder / "labels.npy", np.eye(2, dtype=np.int64)[classes])
+    options = dict(data=str(folder), source=["a"], target=["b"], epochs=1)
+    with pytest.raises(DataError, match=r"each row is one-hot: .*labels\.argmax\(axis=1\)"):
+        run_experiment(load_config(None, options), None, log=lambda _: None)
+    np.save(folder / "labels.npy", classes)  # the fix it names
+    assert run_experiment(load_config(None, options), None, log=lambda _: None)["n_classes"] == 2
+
+
 def test_selection_weighs_each_target_by_its_spread_by_hand():
     from crossfuse.selection.base import Evidence
 

@@ -237,10 +237,15 @@ def read_labels(
         known = targets[~np.isnan(targets)]
         if objective == "auto" and np.array_equal(known, np.round(known)):
             # whole numbers in several columns may be several class labels a sample: not guessed
+            one_hot = bool(np.all((targets == 0) | (targets == 1)) and np.all(targets.sum(1) == 1))
             raise DataError(
-                f"{path}: {labels.shape[1]} columns of whole numbers; give --objective regression to read "
-                "them as regression targets (several class labels a sample, multi-label classification, "
-                "is not supported)"
+                f"{path}: {labels.shape[1]} columns of whole numbers; "
+                + (
+                    "each row is one-hot: save the class of each sample instead, labels.argmax(axis=1)"
+                    if one_hot
+                    else "give --objective regression to read them as regression targets (several class "
+                    "labels a sample, multi-label classification, is not supported)"
+                )
             )
         missing = np.isnan(targets)
         partial = np.flatnonzero(missing.any(1) & ~missing.all(1))
