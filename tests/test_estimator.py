@@ -147,3 +147,16 @@ def test_a_refused_input_is_named_as_the_caller_gave_it_not_as_a_scratch_file():
         crossfuse.MultimodalClassifier(epochs=1).fit(broken, labels, sample_domain=domain)
     with pytest.raises(DataError, match=r"^y: labels must be class values .*use MultimodalRegressor\)$"):
         crossfuse.MultimodalClassifier(epochs=1).fit(x, np.linspace(0.5, 3.5, 40), sample_domain=domain)
+
+
+def test_a_data_frame_with_text_columns_is_refused_naming_them():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(40, 3)), columns=["age", "dose", "weight"])
+    frame["sex"] = np.where(rng.random(40) < 0.5, "f", "m")
+    frame["site"] = pd.Categorical(np.where(rng.random(40) < 0.5, "x", "y"))
+    frame["smoker"] = rng.random(40) < 0.5  # bool counts as a number
+    labels = rng.integers(0, 2, 40)
+    with pytest.raises(ValueError, match=r"X: column\(s\) 'sex', 'site' hold text or categories"):
+        crossfuse.MultimodalClassifier(epochs=1).fit(frame, labels)
+    assert crossfuse.MultimodalClassifier(epochs=1).fit(frame.drop(columns=["sex", "site"]), labels)

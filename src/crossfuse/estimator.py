@@ -45,6 +45,23 @@ def numeric(X: Any, name: str, flat: bool) -> np.ndarray:
     )
 
 
+def refuse_text_columns(X: Any) -> None:
+    """A data frame's text or category columns, named, with what to do (scikit-learn's own check says
+    only that some string could not be converted to a float): the models take numbers."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(dtypes, "items"):
+        return
+    import pandas as pd
+
+    text = [str(c) for c, t in dtypes.items() if not pd.api.types.is_numeric_dtype(t)]  # bool is numeric
+    if text:
+        shown = ", ".join(repr(c) for c in text[:5]) + (f" and {len(text) - 5} more" if len(text) > 5 else "")
+        raise DataError(
+            f"X: column(s) {shown} hold text or categories; the models take numbers: encode them first "
+            "(sklearn.preprocessing.OneHotEncoder in a ColumnTransformer) or leave them out"
+        )
+
+
 def in_estimator_terms(message: str, folder: Path) -> str:
     """A message of the run on the scratch folder :meth:`MultimodalEstimator.fit` writes, in the terms of
     the call (``X``, ``y``, the estimator's parameters) rather than its scratch files and command flags."""
@@ -160,6 +177,7 @@ class MultimodalEstimator(BaseEstimator):
             raise DataError(f"X: a dict of arrays, or a 2-D array (rows x columns); got shape {X.shape}")
         if not fitting and not hasattr(self, "n_features_in_"):
             raise DataError("X: this estimator was fitted on a dict of arrays; give one again")
+        refuse_text_columns(X)
         # scikit-learn's own validation: n_features_in_ (and feature_names_in_ for a data frame) set at
         # fit and checked after; a 1-D X gets its "Reshape your data" message
         flat = validate_data(
