@@ -22,9 +22,7 @@ classifier, which takes NaN natively.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from digits_halves import write_digits_halves  # noqa: E402
 from label_shift import write_cancer  # noqa: E402
-from two_moons import percent  # noqa: E402
+from two_moons import crossfuse_run, percent  # noqa: E402
 
 METHODS = ["source-only", "source-only, indicators", "dann", "dann, indicators"]
 #: What a ``METHODS`` entry runs: (transfer method, options).
@@ -116,16 +114,6 @@ def sklearn_baselines(root: Path, seed: int, source: str, target: str) -> dict[s
     }
 
 
-def crossfuse_run(folder: Path, source: str, target: str, entry: str, seed: int, run_dir: Path) -> dict:
-    """``crossfuse run`` of a ``METHODS`` entry, default settings otherwise (unless ``run_dir`` finished)."""
-    if not (run_dir / "metrics.json").exists():
-        method, extra = RUNS[entry]
-        command = [sys.executable, "-m", "crossfuse", "run", "--data", str(folder), "--source", source]
-        command += ["--target", target, "--transfer", method, "--seed", str(seed), *extra]
-        subprocess.run([*command, "--out", str(run_dir)], check=True, capture_output=True)
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -162,7 +150,8 @@ def main() -> None:
     def one(item):
         where, ((name, _, _), method, seed, folder) = item
         _, source, target = DATA_SETS[name]
-        return crossfuse_run(folder, source, target, method, seed, where)
+        transfer, extra = RUNS[method]
+        return crossfuse_run(folder, source, target, transfer, seed, where, extra)
 
     with ThreadPoolExecutor(args.jobs) as pool:
         metrics = dict(zip(jobs, pool.map(one, jobs.items()), strict=True))

