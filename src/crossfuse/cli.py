@@ -141,7 +141,8 @@ def run(
     normalization: Annotated[
         str,
         typer.Option(
-            help=f"Input scaling: {_names(NORMALIZATIONS)} (domain: each domain by its own statistics)."
+            help=f"Input scaling: {_names(NORMALIZATIONS)} (domain: each domain by its own statistics; "
+            "quantile: each vector feature through its training quantiles to a normal, for tables)."
             + _default("normalization")
         ),
     ] = None,

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from crossfuse.errors import ConfigError
 
 #: Input scalings (``--normalization``; :mod:`crossfuse.normalize` implements them).
-NORMALIZATIONS = ("auto", "feature", "global", "domain", "none")
+NORMALIZATIONS = ("auto", "feature", "global", "domain", "quantile", "none")
 
 
 class RunConfig(BaseModel):

@@ -109,8 +109,11 @@ class MultimodalEstimator(BaseEstimator):
         class left out weighs 1), as scikit-learn takes it.
     normalization
         Input scaling (``crossfuse run --normalization``): ``'auto'``, ``'feature'``, ``'global'``,
-        ``'none'``, or ``'domain'``, each domain standardised by its own statistics; the model keeps the
-        target's (without target rows, the source's), so that :meth:`predict` standardises rows by them.
+        ``'none'``, ``'domain'``, each domain standardised by its own statistics (the model keeps the
+        target's, without target rows the source's, so that :meth:`predict` standardises rows by them),
+        or ``'quantile'``, each vector feature mapped through its training quantiles to a normal
+        (scikit-learn's ``QuantileTransformer``, inside the model; for tables of skewed amounts, counts
+        and codes; it clips values beyond the training range, so not under strong shift).
     missing_indicators
         Give each vector feature with missing values (NaN) in the source rows an indicator column, 1 where
         the value is missing (``crossfuse run --missing-indicators``; scikit-learn's

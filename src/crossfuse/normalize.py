@@ -34,13 +34,25 @@
   change of each feature (another instrument's gain and offset, another speaker's voice), and it is wrong
   when the classes' shares differ between the domains: the moments then move because the classes did,
   and matching them moves the classes (measured in the README's *Per-domain standardisation*).
+- ``'quantile'``: each feature of a vector mapped through its training quantiles to a standard normal,
+  ``x' = Phi^{-1}(F(x))``, with ``F`` the piecewise-linear empirical distribution function through
+  :data:`N_QUANTILES` quantiles (scikit-learn's ``QuantileTransformer(output_distribution='normal')``,
+  here inside the model). A value that several training rows share gets the middle of their share
+  (mid-rank): a yes/no column maps to two moderate values, where scikit-learn sends both to the clipping
+  bound (``+-5.2``). Skewed amounts, counts and identifiers reach the first layer spread evenly, which is
+  what a multilayer perceptron learns thresholds from (Gorishniy et al., "On Embeddings for Numerical
+  Features in Tabular Deep Learning", NeurIPS 2022, use it as the baseline preprocessing). A value
+  beyond the training range maps to the bound, ``Phi^{-1}(1e-7) = -5.2`` or ``+5.2``: under shift the
+  target's values outside the source's range are clipped, which is why it is not the default. Sequences
+  and images are scaled per feature (per channel) instead. ``benchmarks/quantile_tables.py`` measures it.
 - ``'none'``: the identity.
 
 ``benchmarks/normalization.py`` measures the choice on several data sets.
 
 A missing value (a NaN in part of a sample) is left out of the statistics and filled in with its
 feature's training mean, so that it enters the encoder as 0 (mean imputation, what scikit-learn's
-``SimpleImputer`` does by default, here inside the model so that ``predict`` and an exported model fill
+``SimpleImputer`` does by default, here inside the model (``'quantile'`` fills in the median's score,
+0) so that ``predict`` and an exported model fill
 in the same way). ``'none'`` keeps no mean, and the runner refuses missing values with it.
 ``benchmarks/missing_values.py`` measures the filling against a logistic regression with
 ``SimpleImputer``. Given ``indicators`` (``crossfuse run --missing-indicators``: the vector features with
@@ -69,11 +81,21 @@ SPARSE_SHARE = 0.05
 #: ``'auto'`` reads non-negative counts or intensities as one unit only when the median feature's largest
 #: training value is at least this share of the largest feature's (:func:`shares_a_range`).
 SHARED_RANGE = 0.25
+#: Training quantiles ``'quantile'`` keeps of each feature, at evenly spaced levels (scikit-learn's
+#: default). The mapping is linear between them: through the sorted training values themselves only when
+#: there are exactly as many rows (scikit-learn takes ``min(1000, N)``; a fixed number keeps the buffer's
+#: shape known before the rows are seen, so that a saved model loads).
+N_QUANTILES = 1000
+#: ``'quantile'`` keeps the distribution function's value within ``[QUANTILE_BOUND, 1 - QUANTILE_BOUND]``
+#: (scikit-learn's ``BOUNDS_THRESHOLD``), so that the normal scores stay within ``+-5.2``.
+QUANTILE_BOUND = 1e-7
 
 
 def resolve_normalization(mode: str, x: np.ndarray) -> str:
     """The normalisation ``'auto'`` (and ``'domain'``, of the same kind) picks for training rows ``x`` of
     shape ``(N, *sample_shape)``."""
+    if mode == "quantile":
+        return "quantile" if x.ndim == 2 else "feature"
     if mode not in ("auto", "domain"):
         return mode
     if x.ndim != 2 or x.size == 0:
@@ -106,6 +128,49 @@ def shares_a_range(x: np.ndarray) -> bool:
         return True
     tops = tops[varying]
     return bool(np.median(tops) >= SHARED_RANGE * tops.max())
+
+
+def feature_quantiles(x: np.ndarray) -> np.ndarray:
+    """``(d, N_QUANTILES)``: each feature's quantiles over the rows of ``x`` (``(N, d)``, NaN = missing) at
+    levels ``0, 1 / (N_QUANTILES - 1), ..., 1``, linear between the sorted values (numpy's default); a
+    feature with no value present gets zeros."""
+    levels = np.linspace(0.0, 1.0, N_QUANTILES)
+    data = np.asarray(x, dtype=np.float64)
+    if not np.isnan(data).any():
+        return np.quantile(data, levels, axis=0).T
+    data = np.where(np.isnan(data).all(axis=0), 0.0, data)
+    return np.nanquantile(data, levels, axis=0).T
+
+
+def quantile_position(x: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+    """Where each value of ``x`` (``(d, B)``) falls among its feature's sorted ``quantiles``
+    (``(d, n)``), as a fractional index in ``[0, n - 1]``: linear between neighbours; a value equal to
+    several quantiles gets the last of them; beyond the ends, the end (``numpy.interp(x, q, range(n))``)."""
+    n = quantiles.shape[1]
+    below = torch.searchsorted(quantiles, x, right=True) - 1  # the last quantile <= x, -1 if none
+    index = below.clamp(0, n - 2)
+    low, high = quantiles.gather(1, index), quantiles.gather(1, index + 1)
+    gap = torch.where(high > low, high - low, torch.ones_like(high))  # no 0/0, not even where unused
+    inside = index + ((x - low) / gap).clamp(0.0, 1.0)
+    ends = torch.where(below < 0, 0.0, float(n - 1)).to(inside.dtype)
+    return torch.where((below < 0) | (below >= n - 1), ends, inside)
+
+
+def normal_scores(x: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+    """``Phi^{-1}(F(x))`` for a batch ``x`` (``(B, d)``), ``F`` the mid-rank empirical distribution
+    function through each feature's ``quantiles`` (``(d, n)``, sorted): the mean of the interpolated level
+    taken from below and from above, so that a value that several quantiles share sits in the middle of
+    them. ``F`` is kept within :data:`QUANTILE_BOUND` of 0 and 1, and the score is computed from the nearer
+    tail, so that it is symmetric in float32. A NaN stays NaN."""
+    n = quantiles.shape[1]
+    columns = x.t().contiguous()
+    from_below = quantile_position(columns, quantiles)
+    from_above = (n - 1) - quantile_position(-columns, -quantiles.flip(1))
+    total = from_below + from_above  # F(x) = total / (2 (n - 1))
+    mirrored = 2 * (n - 1) - total
+    tail = (torch.minimum(total, mirrored) / (2 * (n - 1))).clamp(min=QUANTILE_BOUND)
+    scores = torch.special.ndtri(tail)
+    return torch.where(total > mirrored, -scores, scores).t()
 
 
 Moments = tuple[np.ndarray, np.ndarray, np.ndarray, float]
@@ -141,7 +206,7 @@ class Standardize(nn.Module):
         Shape of one sample: ``(d,)``, ``(T, F)`` or ``(C, H, W)``.
     mode
         ``'auto'``, ``'feature'``, ``'global'``, ``'domain'`` (fitted on the target's rows, see the module
-        docstring) or ``'none'``; :attr:`kind` holds what ``fit`` chose.
+        docstring), ``'quantile'`` or ``'none'``; :attr:`kind` holds what ``fit`` chose.
     indicators
         Features of a vector sample that get an indicator column, 1 where the value is missing (NaN),
         after the ``d`` standardised ones: the output is ``(batch, d + len(indicators))``
@@ -163,6 +228,8 @@ class Standardize(nn.Module):
         self.indicators = tuple(int(i) for i in indicators)
         if self.indicators and (len(self.sample_shape) != 1 or max(self.indicators) >= self.sample_shape[0]):
             raise ValueError(f"missing-value indicators {self.indicators} for samples of {self.sample_shape}")
+        if mode == "quantile" and len(self.sample_shape) == 1:  # only then: other modes' weights unchanged
+            self.register_buffer("quantiles", torch.zeros(self.sample_shape[0], N_QUANTILES))
         # not in the state dict: the card names the features, and older run folders load unchanged
         self.register_buffer(
             "indicator_index", torch.tensor(self.indicators, dtype=torch.long), persistent=False
@@ -190,11 +257,16 @@ class Standardize(nn.Module):
 
     def fit(self, x: np.ndarray, kind: str | None = None) -> Standardize:
         """Fit the statistics on training rows ``x`` of shape ``(N, *sample_shape)``, of ``kind`` when
-        given (``'feature'``, ``'global'`` or ``'none'``), else of the kind :attr:`mode` picks."""
+        given (``'feature'``, ``'global'``, ``'quantile'`` or ``'none'``), else of the kind :attr:`mode`
+        picks."""
         self.kind = kind if kind is not None else resolve_normalization(self.mode, x)
-        if self.kind == "none" or len(x) == 0:
+        if self.kind == "quantile" and not hasattr(self, "quantiles"):
+            raise ValueError(f"no quantiles kept: mode {self.mode!r}, samples of {self.sample_shape}")
+        if self.kind in ("none", "quantile") or len(x) == 0:
             self.mean.zero_()
             self.std.fill_(1.0)
+            if self.kind == "quantile" and len(x):
+                self.quantiles.copy_(torch.from_numpy(feature_quantiles(x)))
             return self
         axes = self._pooled_axes(x.ndim - 1)
         data = x.astype(np.float64)
@@ -212,16 +284,19 @@ class Standardize(nn.Module):
         return self
 
     def refit(self, x: np.ndarray) -> Standardize:
-        """:meth:`fit` on other rows, keeping the kind of statistics already chosen (``'feature'`` or
-        ``'global'``; otherwise the kind :attr:`mode` picks): values that were mapped or come from
-        another domain need not show it."""
-        return self.fit(x, kind=self.kind if self.kind in ("feature", "global") else None)
+        """:meth:`fit` on other rows, keeping the kind of statistics already chosen (``'feature'``,
+        ``'global'`` or ``'quantile'``; otherwise the kind :attr:`mode` picks): values that were mapped or
+        come from another domain need not show it."""
+        return self.fit(x, kind=self.kind if self.kind in ("feature", "global", "quantile") else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # A missing value (NaN) is its feature's training mean, 0 once standardised; replacing it after the
         # division touches no present value and costs a twentieth of a select against the broadcast mean
         # (7 against 145 microseconds on an AV-Digits audio batch). Infinities are kept as they are.
-        standardized = ((x - self.mean) / self.std).nan_to_num_(0.0, math.inf, -math.inf)
+        if self.kind == "quantile":  # a missing value is the median's score, 0
+            standardized = normal_scores(x, self.quantiles).nan_to_num_(0.0)
+        else:
+            standardized = ((x - self.mean) / self.std).nan_to_num_(0.0, math.inf, -math.inf)
         if not self.indicators:
             return standardized
         missing = x.index_select(1, self.indicator_index).isnan().to(standardized.dtype)

@@ -16,6 +16,7 @@ NAMED_CLASSES = 4
 SCALES = {
     "feature": {1: "per-feature scales", 2: "scales per frame feature", 3: "scales per channel"},
     "global": {1: "one scale for all its features"},
+    "quantile": {1: "each feature mapped through its training quantiles to a normal"},
     "none": {1: "not scaled"},
 }
 
@@ -54,7 +55,8 @@ def read_as(shape: tuple[int, ...]) -> str:
 def scaling_line(shapes: Mapping[str, tuple[int, ...]], kinds: Mapping[str, str], mode: str) -> str:
     """``inputs: x (a vector of 7 features) per-feature scales; ...``: how each modality is read (its
     encoder follows: a vector, a sequence or an image) and the scaling fitted for it, with the mode that
-    chose it when the user left it to ``auto`` or ``domain``."""
+    chose it where that differs from the mode (``auto``, ``domain``; ``quantile`` scales a sequence or an
+    image per feature)."""
     described = []
     for name in sorted(shapes):
         shape = tuple(shapes[name])
@@ -62,5 +64,6 @@ def scaling_line(shapes: Mapping[str, tuple[int, ...]], kinds: Mapping[str, str]
         kind = kinds.get(name, "none")
         scale = SCALES.get(kind, {}).get(len(shape)) or SCALES.get(kind, {}).get(1, kind)
         described.append(f"{name} ({size}) {scale}")
-    chosen_by = f" (chosen by --normalization {mode})" if mode in ("auto", "domain") else ""
+    chosen = any(kinds.get(name, "none") != mode for name in shapes)
+    chosen_by = f" (chosen by --normalization {mode})" if chosen else ""
     return "inputs: " + "; ".join(described) + chosen_by
