@@ -84,6 +84,8 @@ def test_values_beyond_the_training_range_stop_at_the_bound_on_either_side():
     bound = -ndtri(QUANTILE_BOUND)
     np.testing.assert_allclose(out, [-bound, -bound, 0.0, bound, bound], atol=1e-5)
     assert bound == pytest.approx(5.1993, abs=1e-4)
+    double = normalizer(torch.tensor([[-7.0], [0.5]], dtype=torch.float64))  # float64 rows: one cast
+    assert double.dtype == torch.float64 and double[0, 0].item() == pytest.approx(-bound, abs=1e-5)
 
 
 def test_missing_values_are_left_out_and_score_zero_with_their_indicator():

@@ -163,14 +163,14 @@ def normal_scores(x: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
     them. ``F`` is kept within :data:`QUANTILE_BOUND` of 0 and 1, and the score is computed from the nearer
     tail, so that it is symmetric in float32. A NaN stays NaN."""
     n = quantiles.shape[1]
-    columns = x.t().contiguous()
+    columns = x.t().contiguous().to(quantiles.dtype)  # searchsorted compares within one dtype
     from_below = quantile_position(columns, quantiles)
     from_above = (n - 1) - quantile_position(-columns, -quantiles.flip(1))
     total = from_below + from_above  # F(x) = total / (2 (n - 1))
     mirrored = 2 * (n - 1) - total
     tail = (torch.minimum(total, mirrored) / (2 * (n - 1))).clamp(min=QUANTILE_BOUND)
     scores = torch.special.ndtri(tail)
-    return torch.where(total > mirrored, -scores, scores).t()
+    return torch.where(total > mirrored, -scores, scores).t().to(x.dtype)
 
 
 Moments = tuple[np.ndarray, np.ndarray, np.ndarray, float]
