@@ -179,3 +179,15 @@ def test_source_free_standardize_refits_the_quantiles_on_the_target(tmp_path):
     assert normalizer.kind == "quantile"
     expected = Standardize((6,), "quantile").fit(x[rows]).quantiles
     np.testing.assert_allclose(normalizer.quantiles.numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_a_regressor_predicts_beyond_the_training_range_as_at_its_edge():
+    rng = np.random.default_rng(4)
+    x = rng.lognormal(sigma=2.0, size=(200, 1))  # one feature over orders of magnitude
+    y = np.log(x[:, 0]) + rng.normal(scale=0.1, size=200)
+    model = crossfuse.MultimodalRegressor(normalization="quantile", epochs=3).fit(x, y)
+    beyond = np.array([[x.min() / 10], [x.max() * 10]])  # past every training row, held out or not
+    far = np.array([[x.min() / 1e6], [x.max() * 1e6]])
+    np.testing.assert_array_equal(model.predict(far), model.predict(beyond))
+    low, high = model.predict(beyond)
+    assert high - low > 0.5 * (y.max() - y.min())  # the trend, learnt within the range, up to its edges
