@@ -64,6 +64,8 @@ def scaling_line(shapes: Mapping[str, tuple[int, ...]], kinds: Mapping[str, str]
         kind = kinds.get(name, "none")
         scale = SCALES.get(kind, {}).get(len(shape)) or SCALES.get(kind, {}).get(1, kind)
         described.append(f"{name} ({size}) {scale}")
-    chosen = any(kinds.get(name, "none") != mode for name in shapes)
+    chosen = mode in ("auto", "domain") or (
+        mode == "quantile" and any(kinds.get(name) != "quantile" for name in shapes)
+    )
     chosen_by = f" (chosen by --normalization {mode})" if chosen else ""
     return "inputs: " + "; ".join(described) + chosen_by
