@@ -15,10 +15,13 @@ with each normalisation, seeds 0-2, RÂ² of the out-of-fold predictions as mean Â
 predictions land beyond the outcomes' range by more than a tenth of it; beside it a standardised
 ``RidgeCV`` on the same folds.
 
-Part 3, under shift: ``crossfuse run`` with each normalisation on the README's vector folders (digits
-halves, two moons, USPS -> MNIST from the data mirror), source-only and DANN, seeds 0-2, target accuracy
-with label-free selection: a quantile mapping fitted on the source clips the target's values beyond the
-source's range.
+Part 3, under shift: ``crossfuse run`` with each normalisation, source-only and DANN, seeds 0-2, target
+accuracy with label-free selection, on the README's vector folders (digits halves, two moons, USPS ->
+MNIST from the data mirror) and on four shifted tables: the wine data by alcohol and the breast-cancer
+data by texture (``benchmarks/label_shift.py``), the breast-cancer data with a recalibrated target
+(``benchmarks/domain_normalization.py``) and Computers by time (``benchmarks/mixed_units.py``). A quantile
+mapping fitted on the source clips the target's values beyond the source's range: the script prints
+their share.
 
     OMP_NUM_THREADS=1 python benchmarks/quantile_tables.py --jobs 2 --out runs/quantile-tables
 """
@@ -35,6 +38,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from digits_halves import write_digits_halves  # noqa: E402
+from domain_normalization import write_recalibrated_cancer  # noqa: E402
+from label_shift import write_cancer, write_wine  # noqa: E402
+from mixed_units import write_computers_by_time  # noqa: E402
 from normalization import write_usps_mnist  # noqa: E402
 from r_tables import labelled_table_names, load_labelled_table  # noqa: E402
 from two_moons import crossfuse_run, percent, write_two_moons  # noqa: E402
@@ -261,6 +267,20 @@ def shift_part(out: Path, jobs: int) -> None:
         folders["USPS -> MNIST"] = (write_usps_mnist(out / "usps-mnist"), "usps", "mnist")
     except DataError as error:  # no data mirror and no network
         print(f"USPS -> MNIST left out: {error}")
+    folders |= {
+        "wine by alcohol (label shift)": (write_wine(out / "wine"), "low", "high"),
+        "breast cancer by texture (label shift)": (write_cancer(out / "cancer"), "smooth", "rough"),
+        "breast cancer, recalibrated target": (
+            write_recalibrated_cancer(out / "recalibrated"),
+            "clinic_a",
+            "clinic_b",
+        ),
+        "Computers, first year -> third year": (
+            write_computers_by_time(out / "computers-by-time"),
+            "first-year",
+            "third-year",
+        ),
+    }
     runs = [
         (folder, source, target, method, mode, seed, out)
         for folder, source, target in folders.values()

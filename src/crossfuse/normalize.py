@@ -40,8 +40,8 @@
   here inside the model). A value that several training rows share gets the middle of their share
   (mid-rank): a yes/no column maps to two moderate values, where scikit-learn sends both to the clipping
   bound (``+-5.2``). Skewed amounts, counts and identifiers reach the first layer spread evenly, which is
-  what a multilayer perceptron learns thresholds from (Gorishniy et al., "On Embeddings for Numerical
-  Features in Tabular Deep Learning", NeurIPS 2022, use it as the baseline preprocessing). A value
+  what a multilayer perceptron learns thresholds from (Gorishniy et al., "Revisiting Deep Learning Models
+  for Tabular Data", NeurIPS 2021, preprocess numerical features with it by default). A value
   beyond the training range maps to the bound, ``Phi^{-1}(1e-7) = -5.2`` or ``+5.2``: under shift the
   target's values outside the source's range are clipped, which is why it is not the default. Sequences
   and images are scaled per feature (per channel) instead. ``benchmarks/quantile_tables.py`` measures it.
@@ -51,15 +51,14 @@
 
 A missing value (a NaN in part of a sample) is left out of the statistics and filled in with its
 feature's training mean, so that it enters the encoder as 0 (mean imputation, what scikit-learn's
-``SimpleImputer`` does by default, here inside the model (``'quantile'`` fills in the median's score,
-0) so that ``predict`` and an exported model fill
-in the same way). ``'none'`` keeps no mean, and the runner refuses missing values with it.
-``benchmarks/missing_values.py`` measures the filling against a logistic regression with
-``SimpleImputer``. Given ``indicators`` (``crossfuse run --missing-indicators``: the vector features with
-missing values in the training rows), each of those features also gets an indicator column, 1 where its
-value is missing (scikit-learn's ``SimpleImputer(add_indicator=True)``, here inside the model too): where
-values are missing not at random (a test not ordered because the patient looked well) the hole itself
-carries information that the mean throws away.
+``SimpleImputer`` does by default, here inside the model so that ``predict`` and an exported model fill
+in the same way; ``'quantile'`` gives it the median's score, 0). ``'none'`` keeps no mean, and the
+runner refuses missing values with it. ``benchmarks/missing_values.py`` measures the filling against a
+logistic regression with ``SimpleImputer``. Given ``indicators`` (``crossfuse run --missing-indicators``:
+the vector features with missing values in the training rows), each of those features also gets an
+indicator column, 1 where its value is missing (scikit-learn's ``SimpleImputer(add_indicator=True)``,
+here inside the model too): where values are missing not at random (a test not ordered because the
+patient looked well) the hole itself carries information that the mean throws away.
 """
 
 from __future__ import annotations
@@ -161,7 +160,8 @@ def normal_scores(x: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
     function through each feature's ``quantiles`` (``(d, n)``, sorted): the mean of the interpolated level
     taken from below and from above, so that a value that several quantiles share sits in the middle of
     them. ``F`` is kept within :data:`QUANTILE_BOUND` of 0 and 1, and the score is computed from the nearer
-    tail, so that it is symmetric in float32. A NaN stays NaN."""
+    tail, so that it is symmetric in float32. A NaN scores 0: the search puts it after every quantile from
+    either side, and the two levels average to the middle."""
     n = quantiles.shape[1]
     columns = x.t().contiguous().to(quantiles.dtype)  # searchsorted compares within one dtype
     from_below = quantile_position(columns, quantiles)
