@@ -13,7 +13,14 @@ from crossfuse.errors import ConfigError
 from crossfuse.objective import Classification
 
 
-@parametrize_with_checks([crossfuse.MultimodalClassifier(epochs=3), crossfuse.MultimodalRegressor(epochs=3)])
+@parametrize_with_checks(
+    [
+        crossfuse.MultimodalClassifier(epochs=3),
+        crossfuse.MultimodalRegressor(epochs=3),
+        # the quantile mapping through the same checks: tiny fits, constant columns, pickling, sparse input
+        crossfuse.MultimodalClassifier(epochs=3, normalization="quantile"),
+    ]
+)
 def test_scikit_learn_conformance(estimator, check):
     check(estimator)
 
