@@ -113,7 +113,8 @@ class MultimodalEstimator(BaseEstimator):
         target's, without target rows the source's, so that :meth:`predict` standardises rows by them),
         or ``'quantile'``, each vector feature mapped through its training quantiles to a normal
         (scikit-learn's ``QuantileTransformer``, inside the model; for tables of skewed amounts, counts
-        and codes; it clips values beyond the training range, so not under strong shift).
+        and codes; it clips values beyond the training range, so under shift check it on held-out
+        target labels first: the README's *Quantile normalisation on real tables*).
     missing_indicators
         Give each vector feature with missing values (NaN) in the source rows an indicator column, 1 where
         the value is missing (``crossfuse run --missing-indicators``; scikit-learn's
