@@ -173,6 +173,13 @@ def run(
     regression_loss: Annotated[
         str, typer.Option(help="mse or l1, for regression." + _default("regression_loss"))
     ] = None,
+    regression_margin: Annotated[
+        float,
+        typer.Option(
+            help="A regression's predictions stay within the training targets' range widened by this share "
+            "of it on either side; inf: not clipped." + _default("regression_margin")
+        ),
+    ] = None,
     class_weight: Annotated[
         str,
         typer.Option(
@@ -229,6 +236,7 @@ def run(
         ema_decay=ema_decay,
         objective=objective,
         regression_loss=regression_loss,
+        regression_margin=regression_margin,
         class_weight=class_weight,
         selection=selection,
         target_shots=target_shots,

@@ -42,6 +42,7 @@ class RunConfig(BaseModel):
     missing_indicators: bool = False
     objective: str = "auto"
     regression_loss: str = "mse"
+    regression_margin: float = Field(0.1, ge=0)
     class_weight: Literal["none", "balanced"] | dict[str, float] = "none"
     selection: str = "source-val"
     record_selection: bool = False

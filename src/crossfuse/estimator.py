@@ -119,6 +119,10 @@ class MultimodalEstimator(BaseEstimator):
         Give each vector feature with missing values (NaN) in the source rows an indicator column, 1 where
         the value is missing (``crossfuse run --missing-indicators``; scikit-learn's
         ``SimpleImputer(add_indicator=True)``).
+    regression_margin
+        A regression's predictions stay within the training targets' range widened by this share of it
+        on either side (``crossfuse run --regression-margin``; ``None``: the default, 0.1; ``inf``: not
+        clipped).
 
     Attributes
     ----------
@@ -152,6 +156,7 @@ class MultimodalEstimator(BaseEstimator):
         class_weight: str | Mapping[Any, float] | None = None,
         normalization: str = "auto",
         missing_indicators: bool = False,
+        regression_margin: float | None = None,
     ) -> None:
         self.fusion, self.transfer, self.selection = fusion, transfer, selection
         self.modalities = modalities
@@ -162,6 +167,7 @@ class MultimodalEstimator(BaseEstimator):
         self.class_weight = class_weight
         self.normalization = normalization
         self.missing_indicators = missing_indicators
+        self.regression_margin = regression_margin
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -226,6 +232,7 @@ class MultimodalEstimator(BaseEstimator):
             "lr": self.lr,
             "hidden_dim": self.hidden_dim,
             "dropout": self.dropout,
+            "regression_margin": self.regression_margin,
             "class_weight": {str(k): float(v) for k, v in self.class_weight.items()}
             if isinstance(self.class_weight, Mapping)
             else self.class_weight,

@@ -13,7 +13,7 @@ from crossfuse.encoders import encoder_for
 from crossfuse.errors import ConfigError
 from crossfuse.fusion._common import FusionModule
 from crossfuse.normalize import Standardize
-from crossfuse.objective import Classification, Regression
+from crossfuse.objective import REGRESSION_MARGIN, Classification, Regression
 from crossfuse.parallel import draw_for_shard
 from crossfuse.parallel.dropout import ShardDropout
 
@@ -243,6 +243,7 @@ def build_model(
     missing_modalities: Sequence[str] = (),
     n_targets: int = 1,
     missing_indicators: Mapping[str, Sequence[int]] | None = None,
+    regression_margin: float | None = REGRESSION_MARGIN,
 ) -> MultimodalModel:
     """The default model for these modalities, with the user's own ``encoders`` where given.
 
@@ -284,12 +285,19 @@ def build_model(
         ``modality -> features`` of a vector modality that get an indicator column of their missing values
         (:class:`~crossfuse.normalize.Standardize`): its encoder (or early fusion) takes ``d + k`` inputs.
         A modality with the user's own encoder gets none (the encoder takes the modality's own shape).
+    regression_margin
+        A regression's predictions stay within the training targets' range widened by this share of it
+        on either side (:class:`~crossfuse.objective.Regression`); ``None`` or ``inf``: not clipped.
     """
     from crossfuse.registry import FUSIONS
 
     if objective not in ("classification", "regression"):
         raise ConfigError(f"objective {objective!r}: choose classification or regression")
-    target = Regression(regression_loss, n_targets) if objective == "regression" else Classification()
+    target = (
+        Regression(regression_loss, n_targets, regression_margin)
+        if objective == "regression"
+        else Classification()
+    )
     n_outputs = target.output_dim(n_classes)
 
     fusion_cls = FUSIONS.get_or_refuse(fusion, "fusion")

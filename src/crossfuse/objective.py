@@ -8,6 +8,7 @@ so a saved model predicts in the user's units.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -20,6 +21,9 @@ from crossfuse.parallel import current_shard, global_sum
 
 OBJECTIVES = ("auto", "classification", "regression")
 REGRESSION_LOSSES = ("mse", "l1")
+#: How far beyond the training outcomes' range a regression may predict, as a share of that range on
+#: either side (``--regression-margin``); ``inf`` lets predictions go anywhere.
+REGRESSION_MARGIN = 0.1
 
 
 def weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -106,28 +110,52 @@ class Regression(nn.Module):
     (``'l1'``), so the learning rate means the same whatever the targets' units; :meth:`predictions`
     gives ``z std + mean`` in those units. With several targets a row's loss is the mean over them of the
     standardised differences, so each target counts alike whatever its unit.
+
+    The predictions are clipped to the training targets' range widened by ``margin`` times it on either
+    side, ``[min - margin (max - min), max + margin (max - min)]`` per target (``margin=None`` or ``inf``:
+    not clipped). A network of ReLUs extends linearly beyond its training inputs, so one input far
+    outside them (a skewed amount, a new unit) can send a prediction anywhere: on the README's real
+    tables, three such rows in a thousand took R^2 from 0.72 to -0.04. Tree ensembles never predict
+    beyond the training range at all; the margin still lets a model extrapolate a little under shift.
+    The bounds are buffers only when clipping, so a model saved without them loads unchanged.
     """
 
     kind = "regression"
 
-    def __init__(self, loss: str = "mse", n_targets: int = 1) -> None:
+    def __init__(
+        self, loss: str = "mse", n_targets: int = 1, margin: float | None = REGRESSION_MARGIN
+    ) -> None:
         super().__init__()
         if loss not in REGRESSION_LOSSES:
             raise ConfigError(f"regression loss {loss!r}: choose from {', '.join(REGRESSION_LOSSES)}")
         if n_targets < 1:
             raise ConfigError(f"a regression needs at least one target (got {n_targets})")
+        if margin is not None and not margin >= 0:
+            raise ConfigError(
+                f"regression margin {margin!r}: need a share >= 0 of the targets' range (inf: none)"
+            )
         self.loss_kind, self.n_targets = loss, n_targets
+        self.margin = None if margin is None or math.isinf(margin) else float(margin)
         # one target keeps scalar buffers: the layout of every model saved before several were possible
         shape = () if n_targets == 1 else (n_targets,)
         self.register_buffer("mean", torch.zeros(shape))
         self.register_buffer("std", torch.ones(shape))
+        if self.margin is not None:
+            self.register_buffer("low", torch.full(shape, -math.inf))
+            self.register_buffer("high", torch.full(shape, math.inf))
 
     def output_dim(self, n_classes: int) -> int:
         return self.n_targets
 
     def fit(self, targets: np.ndarray) -> Regression:
-        """Set the target scaling from the source training targets (``(N,)``, or ``(N, k)``)."""
+        """Set the target scaling, and the clipping bounds, from the source training targets (``(N,)``,
+        or ``(N, k)``)."""
         values = np.asarray(targets, dtype=np.float64)
+        if self.margin is not None:
+            low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+            widen = self.margin * (high - low)
+            self.low.copy_(torch.as_tensor(low - widen, dtype=self.low.dtype))
+            self.high.copy_(torch.as_tensor(high + widen, dtype=self.high.dtype))
         if self.n_targets == 1:
             std = float(values.std())
             self.mean.fill_(float(values.mean()))
@@ -156,8 +184,11 @@ class Regression(nn.Module):
         return losses if self.n_targets == 1 else losses.mean(1)
 
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Predicted values ``(batch, k)`` in the targets' units."""
-        return outputs[:, : self.n_targets] * self.std + self.mean
+        """Predicted values ``(batch, k)`` in the targets' units, within the clipping bounds."""
+        values = outputs[:, : self.n_targets] * self.std + self.mean
+        if self.margin is None:
+            return values
+        return torch.minimum(torch.maximum(values, self.low), self.high)
 
 
 def regression_metrics(predicted: np.ndarray, targets: np.ndarray) -> dict[str, float | None]:

@@ -46,6 +46,9 @@ def model_card(config, dataset, model) -> dict[str, Any]:
         "classes": dataset.classes if dataset.objective == "classification" else [],
         "objective": dataset.objective,
         "regression_loss": config.regression_loss,
+        # the share of the targets' range a prediction may go beyond it; None: not clipped (and for every
+        # model saved before clipping, whose card lacks it)
+        "regression_margin": getattr(model.objective, "margin", None),
         "n_targets": dataset.n_targets,
         "modality_dropout": config.modality_dropout,
         # the modalities with a learned placeholder for the samples that lack them
@@ -239,6 +242,7 @@ def load(run: str | Path) -> TrainedModel:
         modality_dropout=card.get("modality_dropout", 0.0),
         missing_modalities=card.get("placeholders", []) if not card.get("modality_dropout") else (),
         n_targets=card.get("n_targets", 1),
+        regression_margin=card.get("regression_margin"),
         missing_indicators={
             m: spec["missing_indicators"]
             for m, spec in card["modalities"].items()

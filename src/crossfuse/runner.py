@@ -162,6 +162,7 @@ def build_model(
         missing_modalities=modalities_with_missing_rows(dataset.modalities),
         n_targets=dataset.n_targets,
         missing_indicators=indicators,
+        regression_margin=config.regression_margin,
     )
 
 
