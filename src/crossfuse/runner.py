@@ -397,7 +397,7 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
             f"target_shots: only a method that uses labelled target samples takes it (got {config.transfer})"
         )
     criterion = SELECTION_CRITERIA.get_or_refuse(config.selection, "selection")()
-    criterion.objective = dataset.objective
+    criterion.objective, criterion.has_target = dataset.objective, bool(task.target)
     if len(split.target_train) == 0 and (criterion.needs_target or criterion.needs_weights):
         raise ConfigError(
             f"selection {config.selection!r} reads unlabelled target rows, and --transfer {config.transfer} "
@@ -410,7 +410,7 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
     source_val = dataset.rows(split.source_val)
     criterion.fit(source, target, source_val, config.seed)
     recorders = (
-        recording_criteria(dataset.objective, source, target, source_val, config.seed)
+        recording_criteria(dataset.objective, source, target, source_val, config.seed, bool(task.target))
         if config.record_selection
         else {}
     )
@@ -427,16 +427,16 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
 
 
 def recording_criteria(
-    objective: str, source, target, source_val, seed: int
+    objective: str, source, target, source_val, seed: int, has_target: bool = True
 ) -> dict[str, SelectionCriterion]:
     """Every registered criterion that can score ``objective``, fitted (the importance weights once, shared
-    by the criteria that use them)."""
+    by the criteria that use them); ``has_target``: whether the run has a target domain."""
     recorders: dict[str, SelectionCriterion] = {}
     weights = None
     no_target = len(next(iter(target.values()))) == 0
     for name in SELECTION_CRITERIA:
         criterion = SELECTION_CRITERIA[name]()
-        criterion.objective = objective
+        criterion.objective, criterion.has_target = objective, has_target
         if objective == "regression" and criterion.classification_only:
             continue
         if no_target and (criterion.needs_target or criterion.needs_weights):

@@ -53,6 +53,35 @@ def test_selection_tolerance_is_one_agresti_coull_standard_error():
     assert tolerance(1.0, 3000) < tolerance(1.0, 300)
     for name in ("iwv", "dev", "entropy"):
         assert SELECTION_CRITERIA[name]().tolerance(0.9, 300) == 0.0
+    # a run without a target domain keeps its best epoch: nothing makes a later one more adapted
+    plain = SourceValidation()
+    plain.has_target = False
+    assert plain.tolerance(0.9, 300) == 0.0 and plain.tolerance(1.0, 300) == 0.0
+
+
+def test_a_fit_without_target_keeps_the_best_epoch_and_one_with_a_target_the_latest_within_one_se(tmp_path):
+    import json
+
+    import crossfuse
+
+    rng = np.random.default_rng(0)
+    # a weak signal in few rows: the validation accuracy wanders within its standard error
+    x = rng.normal(size=(300, 5))
+    y = (x[:, 0] + 2.0 * rng.normal(size=300) > 0).astype(int)
+    for name, domain in (("plain", None), ("adapting", np.where(np.arange(300) < 240, 1, -2))):
+        out = tmp_path / name
+        crossfuse.MultimodalClassifier(epochs=12, seed=0, out=out).fit(x, y, sample_domain=domain)
+        metrics = json.loads((out / "metrics.json").read_text())
+        history = json.loads((out / "history.json").read_text())
+        scores = [record["source_val_accuracy"] for record in history]
+        best, kept = max(scores), metrics["best_epoch"]
+        tolerance = SourceValidation().tolerance(best, metrics["n_source_val"])
+        within = max(e for e, s in enumerate(scores, 1) if s >= best - tolerance - 1e-9)
+        if name == "plain":
+            assert kept == max(e for e, s in enumerate(scores, 1) if s == best)
+            assert within > kept  # this seed shows the two rules apart
+        else:
+            assert kept == within
 
 
 @pytest.mark.parametrize(

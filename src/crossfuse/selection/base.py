@@ -62,6 +62,9 @@ class SelectionCriterion:
     classification_only = False
     #: The model's objective (``'classification'`` or ``'regression'``), set before training.
     objective = "classification"
+    #: Whether the run has a target domain (set before training); ``False`` for a plain supervised fit,
+    #: where the test rows are assumed to come from the source's distribution.
+    has_target = True
 
     def fit(
         self,

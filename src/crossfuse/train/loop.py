@@ -35,19 +35,19 @@ class TrainSettings:
     """Optimisation settings; the defaults are meant to work unchanged on small and medium data sets.
 
     ``epochs`` is a ceiling for source-only training, which stops when the selection score has not improved
-    for ``patience`` epochs. Methods that use the target stream follow a schedule over the whole run (the
-    DANN warm-up, the learning-rate decay), so by default (``early_stopping=None``) they run every epoch.
-    Either way the latest epoch whose score is within the criterion's tolerance of the best is kept
-    (one standard error for source-validation accuracy, exact ties otherwise): a saturated
-    source-validation accuracy then picks the most trained (most adapted) model. ``batch_size`` is capped at
-    a quarter of the source training set and an epoch has at least ``min_steps_per_epoch`` steps, so small
-    data sets still get enough updates. ``weight_averaging='ema'`` keeps an exponential moving average of
-    the weights (``a <- ema_decay a + (1 - ema_decay) w`` after every step); each epoch is then scored,
-    selected and kept on the averaged weights (Polyak averaging; SWAD, Cha et al., NeurIPS 2021, shows the
-    family's value under shift). ``weight_averaging='swa'`` keeps instead the uniform average of the
-    weights after every step from :data:`SWA_START` of the schedule on, ``a_n = a_{n-1} + (w - a_{n-1}) / n``
-    (stochastic weight averaging, Izmailov et al., UAI 2018, taken densely over steps as SWAD does). A run
-    that averages weights, like one that adapts, follows its whole schedule by default.
+    for ``patience`` epochs. Methods that use the target stream follow a schedule over the whole run (the DANN
+    warm-up, the learning-rate decay), so by default (``early_stopping=None``) they run every epoch. Either
+    way the latest epoch whose score is within the criterion's tolerance of the best is kept (one standard
+    error for source-validation accuracy in a run with a target domain, exact ties otherwise): a saturated
+    source-validation accuracy then picks the most trained (most adapted) model. ``batch_size`` is capped at a
+    quarter of the source training set and an epoch has at least ``min_steps_per_epoch`` steps, so small data
+    sets still get enough updates. ``weight_averaging='ema'`` keeps an exponential moving average of the
+    weights (``a <- ema_decay a + (1 - ema_decay) w`` after every step); each epoch is then scored, selected
+    and kept on the averaged weights (Polyak averaging; SWAD, Cha et al., NeurIPS 2021, shows the family's
+    value under shift). ``weight_averaging='swa'`` keeps instead the uniform average of the weights after
+    every step from :data:`SWA_START` of the schedule on, ``a_n = a_{n-1} + (w - a_{n-1}) / n`` (stochastic
+    weight averaging, Izmailov et al., UAI 2018, taken densely over steps as SWAD does). A run that averages
+    weights, like one that adapts, follows its whole schedule by default.
     """
 
     epochs: int = 40
