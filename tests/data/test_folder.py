@@ -86,6 +86,14 @@ def _bad(kind, root):
         write_folder(root, good, labels, domains)
         (root / "modalities" / "x.npy").write_bytes(b"\x93NUMPY garbage")
         return root, "x.npy: not a readable .npy"
+    if kind == "not-npy":
+        write_folder(root, good, labels, domains)
+        (root / "modalities" / "x.npy").write_text("1,2,3\n4,5,6\n")  # a CSV under a .npy name
+        return root, "x.npy: not a .npy file (write it with numpy.save)"
+    if kind == "single-value":
+        return write_folder(root, {"x": np.array(3.0)}, labels, domains), "x.npy: holds a single value"
+    if kind == "single-label":
+        return write_folder(root, good, np.array(1), domains), "labels.npy: holds a single value"
     if kind == "empty-modalities":
         write_folder(root, {}, labels, domains)
         return root, "no modality files"
@@ -105,6 +113,9 @@ BAD_KINDS = [
     "unclear-channels",
     "missing-domains",
     "corrupt",
+    "not-npy",
+    "single-value",
+    "single-label",
     "empty-modalities",
     "bad-split",
 ]

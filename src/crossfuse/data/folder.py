@@ -34,8 +34,12 @@ MAX_CHANNELS_LAST = 4
 def load_array(path: Path, mmap: bool = False) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: missing file")
+    with path.open("rb") as file:
+        # np.load takes any other file for a pickle, and would call a text file "pickled objects"
+        if file.read(6) != b"\x93NUMPY":
+            raise DataError(f"{path}: not a .npy file (write it with numpy.save)")
     try:
-        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as error:
         if "allow_pickle" in str(error):
             raise DataError(
@@ -46,6 +50,9 @@ def load_array(path: Path, mmap: bool = False) -> np.ndarray:
         raise DataError(f"{path}: not a readable .npy array ({error})") from None
     except Exception as error:
         raise DataError(f"{path}: not a readable .npy array ({type(error).__name__}: {error})") from None
+    if array.ndim == 0:
+        raise DataError(f"{path}: holds a single value (shape ()); need one entry a sample")
+    return array
 
 
 def as_domain_names(array: np.ndarray, path: Path) -> np.ndarray:
