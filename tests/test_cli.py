@@ -103,6 +103,49 @@ BAD_RUNS = {
     "no task for folder": (lambda d, t: ["--data", d], "give --source and --target"),
     "missing folder": (lambda d, t: ["--data", t / "absent"], "absent: not a folder"),
     "unknown option": (lambda d, t: ["--colour", "red"], "--colour"),
+    "text for a transfer's number": (
+        lambda d, t: [
+            "--data",
+            d,
+            "--source",
+            "a",
+            "--target",
+            "b",
+            "--transfer",
+            "dann",
+            "--transfer-option",
+            "weight=abc",
+        ],
+        "transfer_options for 'dann': weight must be a number (got 'abc')",
+    ),  # fmt: skip
+    "text for a fusion's number": (
+        lambda d, t: [
+            "--data",
+            d,
+            "--source",
+            "a",
+            "--target",
+            "b",
+            "--fusion",
+            "lmf",
+            "--fusion-option",
+            "rank=abc",
+        ],
+        "fusion_options for 'lmf': rank must be a number (got 'abc')",
+    ),  # fmt: skip
+    "a number for a flag": (
+        lambda d, t: [
+            "--config",
+            _config(t, "transfer: mixup\ntransfer_options: {warmup: 3}\n"),
+            "--data",
+            d,
+            "--source",
+            "a",
+            "--target",
+            "b",
+        ],
+        "transfer_options for 'mixup': warmup must be true or false (got 3)",
+    ),  # fmt: skip
 }
 
 

@@ -441,6 +441,21 @@ def test_predict_on_fresh_target_samples_after_the_training_data_is_gone(
     np.testing.assert_allclose(probabilities[:, 1], [float(r["p_lo"]) for r in table], atol=1e-6)
 
 
+def test_predict_into_a_folder_and_bench_on_a_missing_folder_or_suite_are_one_line(
+    trained, tmp_path, monkeypatch, capsys
+):
+    run, fresh, _ = trained
+    (tmp_path / "existing").mkdir()
+    for args, culprit in (
+        (["predict", run, "--data", fresh, "--out", tmp_path / "existing"], "existing: is a folder"),
+        (["bench", "--data", tmp_path / "absent", "--out", tmp_path / "b"], "absent: not a folder"),
+        (["bench", "--suite", "nope", "--out", tmp_path / "b"], "suite 'nope': unknown"),
+    ):
+        code, out, err = cli(monkeypatch, capsys, *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and culprit in err, err
+        assert "Traceback" not in out + err
+
+
 def test_a_missing_or_misshaped_modality_is_one_line_naming_it(trained):
     model = crossfuse.load(trained[0])
     good = {"vec": np.zeros((3, 6)), "img": np.zeros((3, 6, 6, 1))}

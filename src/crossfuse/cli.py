@@ -484,6 +484,13 @@ def bench(
             [int(s) for s in _split(seeds)] if seeds else None,
             _split(tasks),
         )
+    if not is_named(base["data"]) and not Path(base["data"]).is_dir():
+        from crossfuse.errors import DataError
+
+        # said before the grid starts, not by each of its runs
+        raise DataError(
+            f"{base['data']}: not a folder (give a dataset name such as av-digits, or a data folder)"
+        )
     if not is_named(base.get("data", "av-digits")) and protocol == "none":
         # A folder has one task, the domains given: runs are named after it.
         name = task_name(load_config(None, base))

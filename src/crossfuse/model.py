@@ -289,7 +289,7 @@ def build_model(
         A regression's predictions stay within the training targets' range widened by this share of it
         on either side (:class:`~crossfuse.objective.Regression`); ``None`` or ``inf``: not clipped.
     """
-    from crossfuse.registry import FUSIONS
+    from crossfuse.registry import FUSIONS, check_option_types
 
     if objective not in ("classification", "regression"):
         raise ConfigError(f"objective {objective!r}: choose classification or regression")
@@ -332,6 +332,7 @@ def build_model(
         }
     decision_level = fusion == "late" and options.get("mode") == "decision"
     fused_dim = n_outputs if decision_level else hidden_dim
+    check_option_types(fusion_cls, fusion_options or {}, f"fusion_options for {fusion!r}")
     try:
         fusion_module = fusion_cls(input_dims, fused_dim, **options)
     except TypeError as error:

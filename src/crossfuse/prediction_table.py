@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from crossfuse.data.folder import as_domain_names, column_as_vector, load_array, read_modalities
-from crossfuse.errors import DataError
+from crossfuse.errors import ConfigError, DataError
 from crossfuse.predictor import TrainedModel
 
 
@@ -86,6 +86,10 @@ def predict_values(model: TrainedModel, root: Path, inputs: dict, out: Path) -> 
 
 
 def write_table(out: Path, columns: dict[str, list]) -> None:
+    if out.is_dir():
+        raise ConfigError(
+            f"{out}: is a folder; --out takes the table's file name, e.g. {out / 'predictions.csv'}"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     with open(partial, "w", newline="") as handle:

@@ -178,3 +178,25 @@ SELECTION_CRITERIA = Registry(
     "crossfuse.selection",
     order=("source-val", "iwv", "dev", "entropy", "snd"),
 )
+
+
+def check_option_types(cls: Any, options: Mapping[str, Any], where: str) -> None:
+    """Refuse an option whose value is not of the kind its default is (a number for a number, true or
+    false for a flag), in one line naming ``where`` (``"transfer_options for 'dann'"``), before ``cls``
+    is built: a text given for a weight would otherwise reach the maths and fail there with a
+    traceback. Options without a default, or with a default of another kind, are left to ``cls``."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # a class without a signature Python can read
+        return
+    for key, value in options.items():
+        default = parameters[key].default if key in parameters else inspect.Parameter.empty
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: {key} must be true or false (got {value!r})")
+        elif isinstance(default, int | float) and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            raise ConfigError(f"{where}: {key} must be a number (got {value!r})")

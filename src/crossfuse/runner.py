@@ -36,7 +36,7 @@ from crossfuse.objective import (
     regression_metrics,
 )
 from crossfuse.predictor import fills_in, model_card
-from crossfuse.registry import FUSIONS, SELECTION_CRITERIA, TRANSFERS
+from crossfuse.registry import FUSIONS, SELECTION_CRITERIA, TRANSFERS, check_option_types
 from crossfuse.results import RunResult
 from crossfuse.run_folder import claim_run_folder, release_claim, write_run_folder
 from crossfuse.selection.base import ImportanceWeightedCriterion, SelectionCriterion
@@ -221,6 +221,7 @@ def check_missing_values(
 def build_method(config: RunConfig) -> TransferMethod:
     """The transfer method of ``config`` with its options."""
     cls = TRANSFERS.get_or_refuse(config.transfer, "transfer")
+    check_option_types(cls, config.transfer_options, f"transfer_options for {config.transfer!r}")
     try:
         return cls(**config.transfer_options)
     except TypeError as error:

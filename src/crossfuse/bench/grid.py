@@ -272,6 +272,8 @@ def usable_methods(names: list[str], data: str) -> list[str]:
 def suite_settings(suite: str) -> dict[str, Any]:
     """Run settings a suite fixes (e.g. the quick suite's epoch cap). Every benchmark run records which
     epoch each label-free criterion would have chosen (the report's regret table)."""
+    if suite not in SUITES:
+        raise ConfigError(f"suite {suite!r}: unknown (choose from {', '.join(SUITES)})")
     return dict(SUITES[suite]["settings"]) | {"record_selection": True}
 
 
