@@ -475,6 +475,20 @@ def test_a_missing_or_misshaped_modality_is_one_line_naming_it(trained):
     assert len(model.predict(good)) == 3
 
 
+def test_inputs_are_a_dict_of_arrays_or_the_one_modality_s_array(trained):
+    model = crossfuse.load(trained[0])
+    for inputs, kind in ((np.zeros((3, 6)), "ndarray"), (None, "NoneType")):
+        with pytest.raises(
+            CrossfuseError, match=rf"inputs: a dict of arrays, one per modality \(img, vec\); got {kind}"
+        ):
+            model.predict(inputs)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 3)), np.repeat([0, 1], 30)
+    alone = crossfuse.MultimodalClassifier(epochs=1).fit(x, y).model_
+    (name,) = alone.modalities
+    assert np.array_equal(alone.predict_proba(x), alone.predict_proba({name: x}))
+
+
 def test_load_refuses_a_folder_that_is_not_a_finished_run(tmp_path):
     with pytest.raises(CrossfuseError, match="model.json: missing file"):
         crossfuse.load(tmp_path)

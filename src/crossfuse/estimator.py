@@ -353,7 +353,8 @@ class MultimodalEstimator(BaseEstimator):
             )
         if self.fixed_objective == "classification" and len(np.unique(known)) < 2:
             raise DataError(
-                f"y: the source rows hold one class ({known[0]!r}); a classifier needs at least 2 classes"
+                f"y: the source rows hold one class ({known[0].item()!r}); a classifier needs at least 2 "
+                "classes"
             )
 
     def fitted_model(self) -> TrainedModel:

@@ -95,8 +95,18 @@ class TrainedModel:
         self.modalities = {m: tuple(spec["shape"]) for m, spec in card["modalities"].items()}
 
     def prepare(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Check and convert ``inputs`` to what the model takes: float32, channels first."""
+        """Check and convert ``inputs`` to what the model takes: float32, channels first. ``inputs`` is a
+        dict of arrays, one per modality; a model of one modality also takes its array alone."""
         from crossfuse.data.folder import check_modality, to_channels_first
+
+        if not isinstance(inputs, Mapping):
+            if len(self.modalities) == 1 and inputs is not None and not isinstance(inputs, str):
+                inputs = {next(iter(self.modalities)): inputs}
+            else:
+                raise DataError(
+                    f"{self.where}: inputs: a dict of arrays, one per modality "
+                    f"({', '.join(sorted(self.modalities))}); got {type(inputs).__name__}"
+                )
 
         missing = sorted(set(self.modalities) - set(inputs))
         optional = set(self.model.placeholders)
