@@ -441,7 +441,7 @@ def test_predict_on_fresh_target_samples_after_the_training_data_is_gone(
     np.testing.assert_allclose(probabilities[:, 1], [float(r["p_lo"]) for r in table], atol=1e-6)
 
 
-def test_predict_into_a_folder_and_bench_on_a_missing_folder_or_suite_are_one_line(
+def test_predict_into_a_folder_and_bench_on_a_missing_folder_suite_or_seed_are_one_line(
     trained, tmp_path, monkeypatch, capsys
 ):
     run, fresh, _ = trained
@@ -450,6 +450,7 @@ def test_predict_into_a_folder_and_bench_on_a_missing_folder_or_suite_are_one_li
         (["predict", run, "--data", fresh, "--out", tmp_path / "existing"], "existing: is a folder"),
         (["bench", "--data", tmp_path / "absent", "--out", tmp_path / "b"], "absent: not a folder"),
         (["bench", "--suite", "nope", "--out", tmp_path / "b"], "suite 'nope': unknown"),
+        (["bench", "--seeds", "0,a", "--out", tmp_path / "b"], "--seeds '0,a': 'a' is not an integer"),
     ):
         code, out, err = cli(monkeypatch, capsys, *args)
         assert code == 2 and len(err.strip().splitlines()) == 1 and culprit in err, err

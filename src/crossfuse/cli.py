@@ -62,6 +62,17 @@ def _split(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()] if value else None
 
 
+def _seeds(value: str | None) -> list[int] | None:
+    """``--seeds 0,1,2`` as integers, or one line naming the part that is not one."""
+    parts = _split(value)
+    if parts is None:
+        return None
+    bad = [part for part in parts if not part.lstrip("-").isdigit()]
+    if bad:
+        raise CrossfuseError(f"--seeds {value!r}: {bad[0]!r} is not an integer (e.g. --seeds 0,1,2)")
+    return [int(part) for part in parts]
+
+
 def _default(field: str) -> str:
     from crossfuse.config import RunConfig
 
@@ -472,7 +483,7 @@ def bench(
             held_out,
             _split(fusions) or ["late"],
             chosen,
-            [int(s) for s in _split(seeds)] if seeds else [0, 1, 2],
+            _seeds(seeds) or [0, 1, 2],
             validation,
         )
         write_protocol(out, protocol, held_out, validation)
@@ -481,7 +492,7 @@ def bench(
             suite,
             _split(fusions),
             _split(transfers),
-            [int(s) for s in _split(seeds)] if seeds else None,
+            _seeds(seeds),
             _split(tasks),
         )
     if not is_named(base["data"]) and not Path(base["data"]).is_dir():
