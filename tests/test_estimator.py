@@ -160,3 +160,11 @@ def test_a_data_frame_with_text_columns_is_refused_naming_them():
     with pytest.raises(ValueError, match=r"X: column\(s\) 'sex', 'site' hold text or categories"):
         crossfuse.MultimodalClassifier(epochs=1).fit(frame, labels)
     assert crossfuse.MultimodalClassifier(epochs=1).fit(frame.drop(columns=["sex", "site"]), labels)
+    dated = frame.drop(columns=["sex", "site"]).assign(seen=pd.date_range("2020-01-01", periods=40))
+    with pytest.raises(ValueError, match=r"X: column\(s\) 'seen' hold dates or durations; .* days since"):
+        crossfuse.MultimodalClassifier(epochs=1).fit(dated, labels)
+    # numbers held as Python objects (as some pandas operations leave them), a missing one as None
+    held = frame.drop(columns=["sex", "site"]).assign(dose=[None, *frame["dose"][1:]])
+    held["dose"] = held["dose"].astype(object)
+    fitted = crossfuse.MultimodalClassifier(epochs=1).fit(held, labels)
+    assert fitted.predict(held).shape == (40,)

@@ -46,20 +46,43 @@ def numeric(X: Any, name: str, flat: bool) -> np.ndarray:
 
 
 def refuse_text_columns(X: Any) -> None:
-    """A data frame's text or category columns, named, with what to do (scikit-learn's own check says
-    only that some string could not be converted to a float): the models take numbers."""
+    """A data frame's text, category, date or duration columns, named, with what to do (scikit-learn's own
+    check says only that some string could not be converted to a float): the models take numbers. A column
+    of numbers held as Python objects (what some pandas operations leave) passes, as scikit-learn takes
+    it."""
     dtypes = getattr(X, "dtypes", None)
     if dtypes is None or not hasattr(dtypes, "items"):
         return
     import pandas as pd
 
-    text = [str(c) for c, t in dtypes.items() if not pd.api.types.is_numeric_dtype(t)]  # bool is numeric
-    if text:
-        shown = ", ".join(repr(c) for c in text[:5]) + (f" and {len(text) - 5} more" if len(text) > 5 else "")
-        raise DataError(
-            f"X: column(s) {shown} hold text or categories; the models take numbers: encode them first "
-            "(sklearn.preprocessing.OneHotEncoder in a ColumnTransformer) or leave them out"
+    def numbers_as_objects(column: Any) -> bool:
+        values = X[column]
+        return (
+            pd.api.types.is_object_dtype(values.dtype)
+            and pd.to_numeric(values, errors="coerce").notna().eq(values.notna()).all()
         )
+
+    kinds = {"text or categories": [], "dates or durations": []}
+    for column, kind in dtypes.items():
+        if pd.api.types.is_numeric_dtype(kind):  # bool is numeric
+            continue
+        if pd.api.types.is_datetime64_any_dtype(kind) or pd.api.types.is_timedelta64_dtype(kind):
+            kinds["dates or durations"].append(str(column))
+        elif not numbers_as_objects(column):
+            kinds["text or categories"].append(str(column))
+    for what, columns in kinds.items():
+        if columns:
+            shown = ", ".join(map(repr, columns[:5])) + (
+                f" and {len(columns) - 5} more" if len(columns) > 5 else ""
+            )
+            fix = (
+                "encode them first (sklearn.preprocessing.OneHotEncoder in a ColumnTransformer)"
+                if what == "text or categories"
+                else "turn them into numbers first (e.g. days since a date, or the year and month)"
+            )
+            raise DataError(
+                f"X: column(s) {shown} hold {what}; the models take numbers: {fix} or leave them out"
+            )
 
 
 def in_estimator_terms(message: str, folder: Path) -> str:
