@@ -167,7 +167,7 @@ def test_float_labels_are_regression_targets_unless_classes_are_asked_for(tmp_pa
     data = load_folder(root)
     assert data.objective == "regression" and data.n_classes == 1
     assert data.labelled.tolist() == [True, True, True, False, True, True, True, True]
-    with pytest.raises(DataError, match="labels.npy: labels contain NaN"):
+    with pytest.raises(DataError, match="labels.npy: labels must be class values .*--objective regression"):
         load_folder(root, objective="classification")
     np.save(root / "labels.npy", np.nan_to_num(labels))
     with pytest.raises(DataError, match="labels.npy: labels must be class values .*--objective regression"):
@@ -180,6 +180,18 @@ def test_float_labels_are_regression_targets_unless_classes_are_asked_for(tmp_pa
         tmp_path / "f", {"x": rng.normal(size=(8, 2))}, np.arange(8.0) % 3, np.array(["s"] * 8)
     )
     assert load_folder(few).objective == "classification"
+    # whole numbers with NaN where a label is unknown (a data frame's float column): still those classes,
+    # the same task as with every label given, NaN a missing label
+    unknown = np.arange(8.0) % 3
+    unknown[[5, 7]] = np.nan
+    np.save(few / "labels.npy", unknown)
+    data = load_folder(few)
+    assert data.objective == "classification" and data.classes == [0, 1, 2]
+    assert data.labels.tolist() == [0, 1, 2, 0, 1, -1, 0, -1]
+    unknown[2] = np.inf
+    np.save(few / "labels.npy", unknown)
+    with pytest.raises(DataError, match="labels.npy: labels contain inf"):
+        load_folder(few)
 
 
 def test_a_domain_the_folder_does_not_have_is_named_not_read_as_empty(toy_folder):

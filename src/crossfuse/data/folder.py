@@ -190,13 +190,15 @@ def read_modalities(
 
 def resolve_objective(labels: np.ndarray, objective: str, path: Path) -> str:
     """``'classification'`` or ``'regression'``: ``objective`` itself, or for ``'auto'`` regression when
-    the labels are floats with a fractional part, a NaN (a missing target), or more than
-    :data:`MAX_AUTO_CLASSES` distinct values (integer-valued measurements, such as a disease score)."""
+    the labels are floats with a fractional part or more than :data:`MAX_AUTO_CLASSES` distinct values
+    (integer-valued measurements, such as a disease score). A NaN is a missing label either way: whole
+    numbers with NaN where the target domain's labels are unknown (a data frame's float column) are the
+    same classes as without them."""
     if objective != "auto":
         return objective
     if labels.dtype.kind == "f":
         finite = labels[np.isfinite(labels)]
-        if np.isnan(labels).any() or not np.all(finite == np.round(finite)):
+        if not np.all(finite == np.round(finite)):
             return "regression"
         if len(np.unique(finite)) > MAX_AUTO_CLASSES:
             return "regression"
@@ -226,8 +228,9 @@ def read_labels(
     """The labels, the sorted class values and the objective.
 
     For classification: class indices ``(N,)`` (``-1`` where a label is missing). Labels may be any
-    integers (``-1`` = missing) or strings (``""`` = missing); integer-valued floats are integers. For
-    regression (``objective='regression'``, or ``'auto'`` with float labels that have a fractional part):
+    integers (``-1`` = missing) or strings (``""`` = missing); integer-valued floats are integers (NaN =
+    missing). For regression (``objective='regression'``, or ``'auto'`` with float labels that have a
+    fractional part or more than :data:`MAX_AUTO_CLASSES` values):
     float targets, NaN where missing, and no classes. ``(N, k)`` labels are ``k`` regression targets a
     sample, all of a row's given or none (a row of NaN has no target).
     """
@@ -272,14 +275,15 @@ def read_labels(
     if resolve_objective(labels, objective, path) == "regression":
         return read_targets(labels, path), None, "regression"
     if labels.dtype.kind == "f":
-        if not np.all(np.isfinite(labels)):
-            raise DataError(f"{path}: labels contain NaN or inf (use -1 for a missing label)")
-        if not np.all(labels == np.round(labels)):
+        if np.isinf(labels).any():
+            raise DataError(f"{path}: labels contain inf (use -1 or NaN for a missing label)")
+        known = labels[~np.isnan(labels)]
+        if not np.all(known == np.round(known)):
             raise DataError(
                 f"{path}: labels must be class values (integers or strings), found continuous values "
                 "(non-integer floats; for regression, give --objective regression)"
             )
-        labels = labels.astype(np.int64)
+        labels = np.where(np.isnan(labels), -1, labels).astype(np.int64)
     if labels.dtype.kind == "b":
         labels = labels.astype(np.int64)
     if labels.dtype.kind in "iu":
