@@ -88,6 +88,11 @@ def _config(tmp_path, text):
     return path
 
 
+def on_folder(folder, *options):
+    """``crossfuse run`` arguments for the toy folder's task (source ``a``, target ``b``) and ``options``."""
+    return ["--data", folder, "--source", "a", "--target", "b", *options]
+
+
 BAD_RUNS = {
     "unknown fusion": (lambda d, t: ["--fusion", "fancy"], "fusion 'fancy'"),
     "unknown transfer": (lambda d, t: ["--transfer", "magic"], "transfer 'magic'"),
@@ -104,48 +109,17 @@ BAD_RUNS = {
     "missing folder": (lambda d, t: ["--data", t / "absent"], "absent: not a folder"),
     "unknown option": (lambda d, t: ["--colour", "red"], "--colour"),
     "text for a transfer's number": (
-        lambda d, t: [
-            "--data",
-            d,
-            "--source",
-            "a",
-            "--target",
-            "b",
-            "--transfer",
-            "dann",
-            "--transfer-option",
-            "weight=abc",
-        ],
+        lambda d, t: on_folder(d, "--transfer", "dann", "--transfer-option", "weight=abc"),
         "transfer_options for 'dann': weight must be a number (got 'abc')",
-    ),  # fmt: skip
+    ),
     "text for a fusion's number": (
-        lambda d, t: [
-            "--data",
-            d,
-            "--source",
-            "a",
-            "--target",
-            "b",
-            "--fusion",
-            "lmf",
-            "--fusion-option",
-            "rank=abc",
-        ],
+        lambda d, t: on_folder(d, "--fusion", "lmf", "--fusion-option", "rank=abc"),
         "fusion_options for 'lmf': rank must be a number (got 'abc')",
-    ),  # fmt: skip
+    ),
     "a number for a flag": (
-        lambda d, t: [
-            "--config",
-            _config(t, "transfer: mixup\ntransfer_options: {warmup: 3}\n"),
-            "--data",
-            d,
-            "--source",
-            "a",
-            "--target",
-            "b",
-        ],
+        lambda d, t: on_folder(d, "--config", _config(t, "transfer: mixup\ntransfer_options: {warmup: 3}\n")),
         "transfer_options for 'mixup': warmup must be true or false (got 3)",
-    ),  # fmt: skip
+    ),
 }
 
 
