@@ -84,6 +84,10 @@ def test_a_run_bounds_far_out_predictions_and_the_saved_model_keeps_the_bounds(t
     assert 10.0 < high <= source.max() + 0.1 * (source.max() - source.min())
     np.testing.assert_allclose(clipped.predict({"vec": x[-10:]}), high, rtol=1e-6)  # at the upper bound
     assert np.all(free.predict({"vec": x[-10:]}) > 2 * high)  # the same model unclipped extrapolates
+    program = torch.export.load(str(clipped.export(tmp_path / "clipped.pt2"))).module()
+    with torch.no_grad():
+        served = program(torch.tensor(x[-10:], dtype=torch.float32))[:, 0].numpy()
+    np.testing.assert_allclose(served, high, rtol=1e-6)  # the exported program clips too
 
 
 def test_a_model_saved_before_clipping_loads_and_predicts_unclipped(tmp_path):
