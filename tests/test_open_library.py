@@ -162,6 +162,27 @@ def test_a_users_encoder_replaces_the_default_for_one_modality():
         build_model({"vec": (4,)}, 3, "early", encoders={"vec": nn.Linear(4, 2)})
 
 
+def test_a_users_model_that_does_not_fit_the_data_is_refused_and_a_mapping_config_runs(toy_folder, tmp_path):
+    settings = {"data": str(toy_folder), "source": ["a"], "target": ["b"], "epochs": 1}
+    shapes = {"vec": (6,), "seq": (5, 4)}  # the toy folder's
+    misfits = {
+        "modality 'seq': the data has it and the model has no encoder": build_model({"vec": (6,)}, 3, "late"),
+        r"modality 'vec': the model was built for samples of shape \(7,\)": build_model(
+            {**shapes, "vec": (7,)}, 3, "late"
+        ),
+        r"the model predicts 5 classes, the data has 3 \(build it with n_classes=3\)": build_model(
+            shapes, 5, "late"
+        ),
+    }
+    for culprit, model in misfits.items():
+        with pytest.raises(ConfigError, match=culprit):
+            crossfuse.run(settings, model=model, log=lambda line: None)
+    result = crossfuse.run(
+        settings, tmp_path / "run", log=lambda line: None, model=build_model(shapes, 3, "late")
+    )
+    assert result.epochs_run == 1 and (tmp_path / "run" / "metrics.json").exists()
+
+
 # --- plug-ins --------------------------------------------------------------------------------------
 
 PLUGIN = '''

@@ -6,14 +6,15 @@ import os
 import platform
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from crossfuse.config import RunConfig
+from crossfuse.config import RunConfig, load_config
 from crossfuse.data.dataset import MultimodalDataset, Task, TaskSplit, split_task
 from crossfuse.data.missing import (
     features_with_missing_values,
@@ -164,6 +165,33 @@ def build_model(
         missing_indicators=indicators,
         regression_margin=config.regression_margin,
     )
+
+
+def check_given_model(dataset: MultimodalDataset, model: MultimodalModel) -> None:
+    """Refuse, in one line, a model of the user's own that does not fit the data: a modality of the data
+    it has no encoder for (it would be ignored without a word), samples of another shape than its
+    normaliser was built for, or another number of classes than the data has (the extra outputs would
+    never be trained)."""
+    unused = sorted(set(dataset.modalities) - set(model.modalities))
+    if unused:
+        raise ConfigError(
+            f"modality {unused[0]!r}: the data has it and the model has no encoder for it (the model takes "
+            f"{', '.join(sorted(model.modalities))}); build it with every modality, or leave the others out "
+            "with the modalities setting"
+        )
+    for m, normalizer in sorted(model.normalizers.items()):
+        expected = getattr(normalizer, "sample_shape", None)
+        shape = tuple(dataset.modalities[m].shape[1:]) if m in dataset.modalities else None
+        if expected is not None and shape is not None and tuple(expected) != shape:
+            raise ConfigError(
+                f"modality {m!r}: the model was built for samples of shape {tuple(expected)}, the data's "
+                f"are {shape}"
+            )
+    if dataset.objective == "classification" and model.n_outputs != dataset.n_classes:
+        raise ConfigError(
+            f"the model predicts {model.n_outputs} classes, the data has {dataset.n_classes} (build it with "
+            f"n_classes={dataset.n_classes})"
+        )
 
 
 def check_missing_modalities(
@@ -330,7 +358,10 @@ def build(config: RunConfig, model: MultimodalModel | None = None, log: Callable
         )
     if config.normalization == "domain":
         log(domain_normalization_note(task, split))
-    model = model if model is not None else build_model(config, dataset, split.source_train)
+    if model is None:
+        model = build_model(config, dataset, split.source_train)
+    else:
+        check_given_model(dataset, model)
     check_missing_modalities(dataset, model, log)
     filled_values = check_missing_values(dataset, model, log)
     source, target = dataset.rows(split.source_train), dataset.rows(split.target_train)
@@ -620,19 +651,23 @@ def evaluate(run: Run, result: TrainResult, log: Callable[[str], None] = print) 
 
 
 def run(
-    config: RunConfig,
+    config: RunConfig | Mapping[str, Any],
     out: Path | None = None,
     log: Callable[[str], None] = print,
     on_step: Callable[[int, int], None] | None = None,
     model: MultimodalModel | None = None,
 ) -> RunResult:
     """Run ``config`` (with the user's own ``model``, when given); write the run folder to ``out``.
+    ``config`` is a :class:`~crossfuse.config.RunConfig`, or a mapping of its settings (checked as a YAML
+    file's are).
 
     With ``out``, a run that already finished there is not repeated (its record is returned), and an
     interrupted one resumes from its checkpoint. Data, task and settings are checked before ``out`` is
     claimed, and a run that fails leaves nothing there that would block the corrected command. Under
     torchrun, training is distributed and only rank 0 writes.
     """
+    if isinstance(config, Mapping):
+        config = load_config(None, dict(config))
     check_names(config)
     rank = distributed_context()[0]
     out = Path(out) if out is not None else None
