@@ -181,6 +181,9 @@ def test_a_users_model_that_does_not_fit_the_data_is_refused_and_a_mapping_confi
         settings, tmp_path / "run", log=lambda line: None, model=build_model(shapes, 3, "late")
     )
     assert result.epochs_run == 1 and (tmp_path / "run" / "metrics.json").exists()
+    # one domain named as text, as the command line takes --source a,b
+    written = crossfuse.RunConfig(**{**settings, "source": "a", "modalities": "vec, seq"})
+    assert written.source == ["a"] and written.modalities == ["vec", "seq"]
 
 
 # --- plug-ins --------------------------------------------------------------------------------------

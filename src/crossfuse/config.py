@@ -50,6 +50,15 @@ class RunConfig(BaseModel):
     transfer_options: dict[str, Any] = Field(default_factory=dict)
     target_shots: int | None = Field(None, ge=1)
 
+    @field_validator("source", "target", "modalities", mode="before")
+    @classmethod
+    def names_as_a_list(cls, value: Any) -> Any:
+        """``source: a`` or ``source: a,b`` in a YAML file (or a dict of settings), read as the command line
+        reads ``--source a,b``."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("class_weight", mode="before")
     @classmethod
     def class_values_as_text(cls, value: Any) -> Any:
@@ -74,7 +83,9 @@ class RunConfig(BaseModel):
 
 def _describe(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    # a union's member is named in the location ("class_weight.literal['none','balanced']"): not a field
+    parts = [str(part) for part in first["loc"] if isinstance(part, int) or str(part).isidentifier()]
+    where = ".".join(parts) or "(top level)"
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key {where!r} (known: {', '.join(RunConfig.model_fields)})"
     return f"{source}: field {where!r}: {first['msg']} (got {first.get('input')!r})"
