@@ -441,9 +441,7 @@ def test_predict_on_fresh_target_samples_after_the_training_data_is_gone(
     np.testing.assert_allclose(probabilities[:, 1], [float(r["p_lo"]) for r in table], atol=1e-6)
 
 
-def test_predict_into_a_folder_and_bench_on_a_missing_folder_suite_or_seed_are_one_line(
-    trained, tmp_path, monkeypatch, capsys
-):
+def test_predict_into_a_folder_and_bench_misread_options_are_one_line(trained, tmp_path, monkeypatch, capsys):
     run, fresh, _ = trained
     (tmp_path / "existing").mkdir()
     for args, culprit in (
@@ -451,6 +449,7 @@ def test_predict_into_a_folder_and_bench_on_a_missing_folder_suite_or_seed_are_o
         (["bench", "--data", tmp_path / "absent", "--out", tmp_path / "b"], "absent: not a folder"),
         (["bench", "--suite", "nope", "--out", tmp_path / "b"], "suite 'nope': unknown"),
         (["bench", "--seeds", "0,a", "--out", tmp_path / "b"], "--seeds '0,a': 'a' is not an integer"),
+        (["bench", "--data", fresh, "--tasks", "x", "--out", tmp_path / "b"], "a data folder has one task"),
     ):
         code, out, err = cli(monkeypatch, capsys, *args)
         assert code == 2 and len(err.strip().splitlines()) == 1 and culprit in err, err

@@ -502,6 +502,11 @@ def bench(
         raise DataError(
             f"{base['data']}: not a folder (give a dataset name such as av-digits, or a data folder)"
         )
+    if not is_named(base["data"]) and tasks:
+        raise ConfigError(
+            f"--tasks {tasks!r}: a data folder has one task, the domains given by --source and --target "
+            "(tasks name a named data set's, such as av-digits')"
+        )
     if not is_named(base.get("data", "av-digits")) and protocol == "none":
         # A folder has one task, the domains given: runs are named after it.
         name = task_name(load_config(None, base))
