@@ -8,8 +8,8 @@ source classifies the target almost perfectly: the shift is harmless to the clas
 direction tells the domains apart without error, as it nearly does for real deep features.
 
 Every single-input adaptation method with default settings, seeds 0-2, target accuracy (%) with
-label-free selection, the oracle epoch's, source-validation accuracy, and how many runs were flagged (a
-collapse onto one class, say).
+label-free selection (``--selection``, ``source-val`` by default), the oracle epoch's, source-validation
+accuracy, and how many runs were flagged (a collapse onto one class, say).
 
     OMP_NUM_THREADS=1 python benchmarks/separable_domains.py --jobs 2 --out runs/separable-domains
 """
@@ -79,20 +79,24 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=adaptation_methods())
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/separable-domains"))
+    parser.add_argument(
+        "--selection", default="source-val", help="the label-free criterion (crossfuse run --selection)"
+    )
     args = parser.parse_args()
     folder = write_separable_domains(args.out / "data")
     jobs = [(method, seed) for method in args.methods for seed in args.seeds]
 
     def one(job: tuple[str, int]) -> dict:
         method, seed = job
-        run = args.out / "runs" / f"{method}-seed{seed}"
-        return crossfuse_run(folder, "source", "target", method, seed, run)
+        suffix = "" if args.selection == "source-val" else f"-{args.selection}"
+        run = args.out / "runs" / f"{method}{suffix}-seed{seed}"
+        return crossfuse_run(folder, "source", "target", method, seed, run, ["--selection", args.selection])
 
     with ThreadPoolExecutor(args.jobs) as pool:  # each run is its own process
         metrics = dict(zip(jobs, pool.map(one, jobs), strict=True))
     print(
         f"{CLASSES} classes, {ROWS_PER_CLASS} rows a class a domain, {FEATURES} features; seeds "
-        f"{args.seeds}; logistic regression (StandardScaler) on the source: "
+        f"{args.seeds}; selection {args.selection}; logistic regression (StandardScaler) on the source: "
         f"{100 * logistic_regression(folder):.1f}"
     )
     print("| method | target accuracy | oracle epoch | source-val accuracy | flagged |")

@@ -36,7 +36,7 @@ def test_public_api_names_resolve():
 def test_registries_list_built_ins_in_order_and_refuse_unknown_names():
     assert list(FUSIONS) == ["early", "late", "hierarchical", "tfn", "lmf", "nuclear"]
     assert list(TRANSFERS)[:3] == ["source-only", "finetune", "iw"]
-    assert list(SELECTION_CRITERIA) == ["source-val", "iwv", "dev", "entropy", "snd"]
+    assert list(SELECTION_CRITERIA) == ["source-val", "iwv", "dev", "entropy", "snd", "source-val-guarded"]
     with pytest.raises(ConfigError, match="transfer 'danm': unknown .*dann"):
         TRANSFERS.get_or_refuse("danm")
     registry = Registry("thing", "crossfuse.selection", "crossfuse.nothing")

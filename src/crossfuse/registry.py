@@ -176,7 +176,7 @@ SELECTION_CRITERIA = Registry(
     "selection",
     "crossfuse.selection",
     "crossfuse.selection",
-    order=("source-val", "iwv", "dev", "entropy", "snd"),
+    order=("source-val", "iwv", "dev", "entropy", "snd", "source-val-guarded"),
 )
 
 

@@ -59,6 +59,22 @@ def test_selection_tolerance_is_one_agresti_coull_standard_error():
     assert plain.tolerance(0.9, 300) == 0.0 and plain.tolerance(1.0, 300) == 0.0
 
 
+def test_the_guarded_criterion_takes_the_collapse_penalty_off_a_collapsed_epoch_by_hand():
+    from crossfuse.selection.guarded import COLLAPSE_PENALTY, GuardedSourceValidation
+
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])  # the largest class holds 40%: limit max(1.2, 0.65)
+    probabilities = np.eye(3)[[0, 1, 2, 0, 1, 2, 0, 1, 1, 1]]  # 8 of 10 right
+    spread = np.eye(3)[np.arange(20) % 3]  # a third each: not collapsed
+    piled = np.eye(3)[np.r_[np.zeros(19, int), 1]]  # 95% in one class: above min(0.9, 1.2)
+    criterion = GuardedSourceValidation()
+    assert criterion.score(Evidence(probabilities, labels, spread)) == pytest.approx(0.8)
+    assert criterion.score(Evidence(probabilities, labels, piled)) == pytest.approx(0.8 - COLLAPSE_PENALTY)
+    plain = SourceValidation()
+    assert criterion.tolerance(0.8 - COLLAPSE_PENALTY, 10) == pytest.approx(plain.tolerance(0.8, 10))
+    assert criterion.tolerance(0.8, 10) == pytest.approx(plain.tolerance(0.8, 10))
+    assert criterion.needs_target and criterion.classification_only
+
+
 def test_a_fit_without_target_keeps_the_best_epoch_and_one_with_a_target_the_latest_within_one_se(tmp_path):
     import json
 
@@ -93,6 +109,11 @@ def test_a_fit_without_target_keeps_the_best_epoch_and_one_with_a_target_the_lat
         ("source-val", [0.99, 0.95, 1.0, 0.96, 0.95], 3),
         # no tolerance: the last exact tie with the best
         ("entropy", [-0.5, -0.1, -0.2, -0.1, -0.3], 4),
+        # guarded: epochs 2 and 4 collapsed (their accuracy 1.0 and 0.97, less 2); among the others the best
+        # is 0.98 (epoch 3), whose standard error on 100 rows (0.019) leaves out epoch 5's 0.96
+        ("source-val-guarded", [0.95, -1.0, 0.98, -1.03, 0.96], 3),
+        # every epoch collapsed: what source-val keeps on 0.95, 1.0, 0.98, 0.97, 0.96
+        ("source-val-guarded", [-1.05, -1.0, -1.02, -1.03, -1.04], 2),
     ],
 )
 def test_the_loop_keeps_the_latest_epoch_within_the_tolerance(

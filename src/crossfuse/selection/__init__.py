@@ -5,6 +5,7 @@ from crossfuse.registry import SELECTION_CRITERIA
 from crossfuse.selection.base import Evidence, ImportanceWeightedCriterion, SelectionCriterion
 from crossfuse.selection.dev import DeepEmbeddedValidation, dev_risk
 from crossfuse.selection.entropy import TargetEntropy, mean_entropy
+from crossfuse.selection.guarded import GuardedSourceValidation
 from crossfuse.selection.iwv import ImportanceWeightedValidation
 from crossfuse.selection.snd import SoftNeighbourhoodDensity, soft_neighbourhood_density
 from crossfuse.selection.source_val import SourceValidation
@@ -13,6 +14,7 @@ __all__ = [
     "SELECTION_CRITERIA",
     "DeepEmbeddedValidation",
     "Evidence",
+    "GuardedSourceValidation",
     "ImportanceWeightedCriterion",
     "ImportanceWeightedValidation",
     "SelectionCriterion",
